@@ -1,0 +1,43 @@
+"""How emag-sync and emag-sync-monitor end: one line on stderr and a documented exit code."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from daemon import logs
+from daemon.config import ConfigError
+from daemon.constants import (EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SCHEMA,
+                              EXIT_UNAVAILABLE)
+from daemon.store import SchemaMismatch, StoreError, StoreUnavailable
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The single error inside (nested) task-group exception groups, else the group itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def fail(prog: str, message: str, code: int) -> int:
+    print(f"{prog}: {logs.REDACTOR.text(message)}", file=sys.stderr)
+    return code
+
+
+def run_command(prog: str, body: Callable[[], int]) -> int:
+    """Run a command; known failures become one line (secrets masked) and their exit code."""
+    try:
+        try:
+            return body()
+        except BaseExceptionGroup as group:
+            raise unwrap(group) from None
+    except ConfigError as exc:
+        return fail(prog, f"configuration error: {exc}", EXIT_CONFIG)
+    except SchemaMismatch as exc:
+        return fail(prog, str(exc), EXIT_SCHEMA)
+    except StoreUnavailable as exc:
+        return fail(prog, str(exc), EXIT_UNAVAILABLE)
+    except StoreError as exc:
+        return fail(prog, f"database error: {exc}", EXIT_FAILED)
+    except KeyboardInterrupt:
+        return fail(prog, "interrupted", EXIT_INTERRUPTED)

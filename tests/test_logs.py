@@ -1,0 +1,113 @@
+"""Logging: one line per event, secrets redacted everywhere, journald priority prefixes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+
+import pytest
+import structlog
+
+from daemon import logs
+
+
+@pytest.fixture
+def capture() -> io.StringIO:
+    return io.StringIO()
+
+
+def _lines(stream: io.StringIO) -> list[str]:
+    return stream.getvalue().splitlines()
+
+
+def test_kv_line_has_event_name_first_then_keys(capture: io.StringIO) -> None:
+    logs.configure("kv", "debug", stream=capture)
+    structlog.get_logger().info("sync.page_committed", account="main", resource="offers", page=7, elapsed_s=0.21)
+    (line,) = _lines(capture)
+    assert line.split(" ", 2)[1:] == ["info", "sync.page_committed account=main resource=offers page=7 elapsed_s=0.21"]
+
+
+def test_values_with_spaces_are_quoted_and_multiline_stays_one_line(capture: io.StringIO) -> None:
+    logs.configure("kv", "info", stream=capture)
+    structlog.get_logger().warning("x.y", error="two words\nsecond line")
+    (line,) = _lines(capture)
+    assert 'error="two words\\nsecond line"' in line
+
+
+@pytest.mark.parametrize("secret_text", [
+    "postgresql://app:hunter2@db:5432/erp",
+    "Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+    "{'Authorization': 'Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=='}",
+    "host=db password=hunter2 dbname=erp",
+    '{"password": "hunter2"}',
+])
+def test_secret_shapes_are_redacted(capture: io.StringIO, secret_text: str) -> None:
+    logs.configure("kv", "info", stream=capture)
+    structlog.get_logger().error("db.failed", error=secret_text)
+    out = capture.getvalue()
+    assert "hunter2" not in out and "QWxhZGRpbjpvcGVu" not in out
+    assert "***" in out
+
+
+def test_known_secrets_and_secret_keys_are_redacted_in_exceptions(capture: io.StringIO) -> None:
+    logs.configure("json", "info", stream=capture, secrets=["s3cret-main"])
+    log = structlog.get_logger()
+    log.info("cfg.loaded", password="s3cret-main", db_password="abc", nested={"token": "t0k3n", "ok": 1})
+    try:
+        raise RuntimeError("login failed for seller with s3cret-main")
+    except RuntimeError:
+        log.exception("sync.run_crashed")
+    out = capture.getvalue()
+    assert "s3cret-main" not in out and "abc" not in out and "t0k3n" not in out
+    first, second = (json.loads(line) for line in _lines(capture))
+    assert first["password"] == "***" and first["nested"] == {"token": "***", "ok": 1}
+    assert "RuntimeError: login failed for seller with ***" in second["exception"]
+
+
+def test_ordinary_words_are_not_redacted(capture: io.StringIO) -> None:
+    logs.configure("kv", "info", stream=capture)
+    structlog.get_logger().error("cfg.error", error="accounts.main.password: missing secret")
+    assert "missing secret" in capture.getvalue()
+
+
+def test_level_filter(capture: io.StringIO) -> None:
+    logs.configure("kv", "warning", stream=capture)
+    log = structlog.get_logger()
+    log.info("hidden")
+    log.warning("shown")
+    assert [line.split()[2] for line in _lines(capture)] == ["shown"]
+
+
+def test_journal_stream_gets_priority_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    with tempfile.TemporaryFile("w+") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        logs.configure("kv", "debug", stream=stream)
+        log = structlog.get_logger()
+        log.debug("a.debug")
+        log.info("a.info")
+        log.warning("a.warning")
+        log.error("a.error")
+        stream.seek(0)
+        assert stream.read().splitlines() == ["<7>a.debug", "<6>a.info", "<4>a.warning", "<3>a.error"]
+
+
+def test_other_stream_is_not_treated_as_journal(monkeypatch: pytest.MonkeyPatch, capture: io.StringIO) -> None:
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")
+    logs.configure("kv", "info", stream=capture)
+    structlog.get_logger().info("a.info")
+    assert not capture.getvalue().startswith("<")
+
+
+def test_json_under_journal_is_prefixed_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    with tempfile.TemporaryFile("w+") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        logs.configure("json", "info", stream=stream)
+        structlog.get_logger().warning("a.b", k=1)
+        stream.seek(0)
+        line = stream.read().strip()
+        assert line.startswith("<4>{")
+        assert json.loads(line[3:])["event"] == "a.b"
