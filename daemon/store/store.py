@@ -1,0 +1,250 @@
+"""The store: one small connector around an asyncpg pool, and every domain
+operation as a named method. Code above this module never sees SQL or asyncpg."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, AsyncIterator, Sequence
+
+import anyio
+import asyncpg
+
+from daemon.config import DatabaseSettings
+from daemon.records import OfferRow, OrderRow
+from daemon.store.errors import LockBusy, SchemaMismatch, StoreError, StoreUnavailable
+from daemon.store.queries import latest_version, load_queries
+
+# Driver errors that mean "the database is not there" rather than "this query is wrong".
+_UNAVAILABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.InvalidAuthorizationSpecificationError,
+                asyncpg.InvalidPasswordError, asyncpg.InvalidCatalogNameError,
+                asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, TimeoutError)
+
+
+@asynccontextmanager
+async def translate(action: str) -> AsyncIterator[None]:
+    """Translate driver errors into StoreError at the boundary (`raise ... from`)."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"{action}: database unavailable: {exc}") from exc
+    except asyncpg.PostgresError as exc:
+        raise StoreError(f"{action}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The counters a run persists with each page and when it ends."""
+
+    pages_done: int = 0
+    pages_total: int | None = None
+    items_seen: int = 0
+    items_written: int = 0
+    items_unchanged: int = 0
+    items_invalid: int = 0
+    api_requests: int = 0
+    api_retries: int = 0
+    api_throttled: int = 0
+
+    def args(self) -> tuple[Any, ...]:
+        return (self.pages_done, self.pages_total, self.items_seen, self.items_written,
+                self.items_unchanged, self.items_invalid, self.api_requests, self.api_retries,
+                self.api_throttled)
+
+
+@dataclass(frozen=True)
+class SyncState:
+    watermark: datetime | None
+    checkpoint: dict[str, Any] | None
+
+
+def lock_key(schema: str, account: str, resource: str) -> int:
+    """A stable signed 64-bit advisory lock key per (schema, account, resource)."""
+    digest = hashlib.blake2b(f"emag-sync:{schema}:{account}:{resource}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Store:
+    """Owns the pool; opened once per process with `Store.open`."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: DatabaseSettings, max_size: int) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.q = load_queries(settings.schema)
+        # Leases hold a connection each for a whole run; keep two free for heartbeats
+        # and closing rows, so runs can never starve each other of connections.
+        self.lease_slots = anyio.Semaphore(max(1, max_size - 2))
+
+    @classmethod
+    async def open(cls, settings: DatabaseSettings, *, max_size: int | None = None,
+                   application_name: str = "emag-sync") -> Store:
+        size = max(2, max_size or settings.pool_max)
+        async with translate("connect"):
+            pool = await asyncpg.create_pool(
+                settings.url, min_size=1, max_size=size, timeout=settings.connect_timeout_s,
+                command_timeout=settings.statement_timeout_s, init=_init_connection,
+                server_settings={"application_name": application_name},
+            )
+        return cls(pool, settings, size)
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.pool.close()
+
+    async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
+        async with translate(name):
+            return await self.pool.fetch(self.q[name], *args)
+
+    async def execute(self, name: str, *args: Any) -> str:
+        async with translate(name):
+            return await self.pool.execute(self.q[name], *args)
+
+    # --- schema ---------------------------------------------------------------
+
+    async def schema_version(self) -> int | None:
+        try:
+            async with translate("schema_version"):
+                return await self.pool.fetchval(self.q["schema_version"])
+        except StoreError as exc:
+            if isinstance(exc.__cause__, asyncpg.UndefinedTableError):
+                return None
+            raise
+
+    async def check_schema(self) -> int:
+        """Refuse to run against a schema older than this code (one-line message)."""
+        have, want = await self.schema_version(), latest_version()
+        if have is None or have < want:
+            raise SchemaMismatch(f"schema {self.settings.schema!r} is at version {have or 0}, this code needs "
+                                 f"{want}: run `emag-sync migrate`")
+        return have
+
+    # --- runs -------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lease(self, account: str, resource: str) -> AsyncIterator[RunLease]:
+        """Hold the pair's advisory lock on a connection of its own for the run's life."""
+        key = lock_key(self.settings.schema, account, resource)
+        async with self.lease_slots:
+            async with translate("acquire connection"):
+                conn = await self.pool.acquire()
+            try:
+                async with translate("try_lock"):
+                    got = await conn.fetchval(self.q["try_lock"], key)
+                if not got:
+                    raise LockBusy(f"{account}/{resource}: another run holds the lock")
+                try:
+                    yield RunLease(self, conn, account, resource, key)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await _unlock(conn, self.q["unlock"], key)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.pool.release(conn)
+
+    async def save_progress(self, run_id: int, progress: Progress) -> None:
+        await self.execute("save_progress", run_id, *progress.args())
+
+    async def finish_run(self, run_id: int, status: str, progress: Progress, error: str | None) -> bool:
+        """Close the run once; False when it was already closed (e.g. by the monitor)."""
+        rows = await self.fetch("finish_run", run_id, status, error, *progress.args())
+        return bool(rows)
+
+    async def get_state(self, account: str, resource: str) -> SyncState:
+        rows = await self.fetch("get_state", account, resource)
+        if not rows:
+            return SyncState(None, None)
+        return SyncState(rows[0]["watermark"], rows[0]["checkpoint"])
+
+    async def history(self, limit: int, account: str | None = None,
+                      resource: str | None = None) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.fetch("history", limit, account, resource)]
+
+    async def running_runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.fetch("running_runs")]
+
+    async def last_runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.fetch("last_runs")]
+
+
+async def _unlock(conn: asyncpg.Connection, sql: str, key: int) -> None:
+    try:
+        await conn.fetchval(sql, key)
+    except (asyncpg.PostgresError, *_UNAVAILABLE):
+        # A broken connection has lost its session, and the lock with it; the pool
+        # discards it (its reset also runs pg_advisory_unlock_all()).
+        pass
+
+
+class RunLease:
+    """A held (account, resource) lock and the connection that holds it.
+
+    Page writes run here so the page's rows, the run's progress and the checkpoint
+    commit in one transaction on the locked session."""
+
+    def __init__(self, store: Store, conn: asyncpg.Connection, account: str, resource: str, key: int) -> None:
+        self.store, self.conn, self.account, self.resource, self.key = store, conn, account, resource, key
+        self.q = store.q
+
+    async def open_run(self, mode: str, trigger: str) -> tuple[int, datetime]:
+        async with translate("open_run"):
+            row = await self.conn.fetchrow(self.q["open_run"], self.account, self.resource, mode, trigger,
+                                           socket.gethostname(), os.getpid(), self.key)
+        return row["id"], row["started_at"]
+
+    async def commit_offers(self, run_id: int, rows: Sequence[OfferRow], progress: Progress,
+                            checkpoint: dict[str, Any], scan_started_at: datetime) -> tuple[int, int]:
+        columns = _columns(rows, OfferRow.__slots__)
+        return await self._commit("upsert_offers", run_id, progress, checkpoint,
+                                  (self.account, *columns, scan_started_at))
+
+    async def commit_orders(self, run_id: int, rows: Sequence[OrderRow], progress: Progress,
+                            checkpoint: dict[str, Any]) -> tuple[int, int]:
+        columns = _columns(rows, OrderRow.__slots__)
+        return await self._commit("upsert_orders", run_id, progress, checkpoint, (self.account, *columns))
+
+    async def _commit(self, query: str, run_id: int, progress: Progress, checkpoint: dict[str, Any],
+                      args: tuple[Any, ...]) -> tuple[int, int]:
+        """Rows, progress/heartbeat and checkpoint in one transaction -> (inserted, updated)."""
+        async with translate(query):
+            async with self.conn.transaction():
+                if query == "upsert_offers":
+                    row = await self.conn.fetchrow(self.q[query], *args)
+                    inserted, updated = row["inserted"], row["updated"]
+                else:
+                    flags = await self.conn.fetch(self.q[query], *args)
+                    inserted = sum(1 for f in flags if f["inserted"])
+                    updated = len(flags) - inserted
+                await self.conn.execute(self.q["save_progress"], run_id, *progress.args())
+                await self.conn.execute(self.q["save_checkpoint"], self.account, self.resource, checkpoint)
+        return inserted, updated
+
+    async def save_checkpoint(self, checkpoint: dict[str, Any] | None) -> None:
+        async with translate("save_checkpoint"):
+            await self.conn.execute(self.q["save_checkpoint"], self.account, self.resource, checkpoint)
+
+    async def complete(self, watermark: datetime | None, missing_before: datetime | None = None) -> int:
+        """A finished scan: mark unseen offers (full scans), advance the watermark, drop the
+        checkpoint, in one transaction. Returns the number of offers newly marked missing."""
+        marked = 0
+        async with translate("complete_state"):
+            async with self.conn.transaction():
+                if missing_before is not None:
+                    status = await self.conn.execute(self.q["mark_missing_offers"], self.account, missing_before)
+                    marked = int(status.split()[-1])
+                await self.conn.execute(self.q["complete_state"], self.account, self.resource, watermark)
+        return marked
+
+
+def _columns(rows: Sequence[Any], names: Sequence[str]) -> list[list[Any]]:
+    return [[getattr(r, name) for r in rows] for name in names]

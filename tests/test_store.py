@@ -1,0 +1,133 @@
+"""The store against a real PostgreSQL: single flight, one-shot close, batch upserts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import anyio
+import asyncpg
+import pytest
+
+from daemon.records import OfferRow, OrderRow
+from daemon.store import LockBusy, Progress, Store, lock_key
+
+
+
+
+def offer(i: int, price: str = "10.0000", **extra) -> OfferRow:
+    return OfferRow.from_api({"id": i, "part_number": f"SKU-{i}", "sale_price": price, "general_stock": 3,
+                              "name": f"Offer {i}", **extra})
+
+
+async def test_lease_is_single_flight_across_connections_and_processes(store: Store, db_settings) -> None:
+    async with store.lease("main", "offers"):
+        with pytest.raises(LockBusy, match="main/offers: another run holds the lock"):
+            async with store.lease("main", "offers"):
+                pass
+        # another pair is independent
+        async with store.lease("main", "orders"):
+            pass
+        # another process (a plain connection) sees the lock too
+        other = await asyncpg.connect(db_settings.url)
+        try:
+            assert await other.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("emag_sync", "main", "offers")) is False
+        finally:
+            await other.close()
+    async with store.lease("main", "offers"):
+        pass  # released on exit
+
+
+async def test_run_row_is_committed_at_open_and_closed_once(store: Store, db_settings) -> None:
+    async with store.lease("main", "offers") as lease:
+        run_id, started = await lease.open_run("full", "manual")
+        other = await asyncpg.connect(db_settings.url)
+        try:
+            status = await other.fetchval("SELECT status FROM emag_sync.sync_runs WHERE id = $1", run_id)
+            assert status == "running"  # visible to others before any API request
+        finally:
+            await other.close()
+        assert await store.finish_run(run_id, "completed", Progress(pages_done=3), None) is True
+        assert await store.finish_run(run_id, "failed", Progress(), "late") is False
+    (row,) = await store.history(5)
+    assert (row["status"], row["pages_done"], row["error"]) == ("completed", 3, None)
+    assert row["finished_at"] >= started
+
+
+async def test_unchanged_offers_are_not_rewritten(store: Store, db_settings) -> None:
+    async with store.lease("main", "offers") as lease:
+        run_id, started = await lease.open_run("full", "manual")
+        rows = [offer(i) for i in range(1, 6)]
+        assert await lease.commit_offers(run_id, rows, Progress(pages_done=1), {"kind": "offers"}, started) == (5, 0)
+        conn = await asyncpg.connect(db_settings.url)
+        try:
+            before = {r["id"]: (r["xmin"], r["updated_at"]) for r in
+                      await conn.fetch("SELECT id, xmin::text::bigint AS xmin, updated_at FROM emag_sync.offers")}
+            changed = [offer(1, "11.5000")] + rows[1:]
+            assert await lease.commit_offers(run_id, changed, Progress(pages_done=2), {"kind": "offers"}, started) == (0, 1)
+            after = {r["id"]: (r["xmin"], r["updated_at"]) for r in
+                     await conn.fetch("SELECT id, xmin::text::bigint AS xmin, updated_at FROM emag_sync.offers")}
+            assert after[1] != before[1]
+            assert all(after[i] == before[i] for i in range(2, 6))  # same tuple: not rewritten
+            price = await conn.fetchval("SELECT sale_price::text FROM emag_sync.offers WHERE id = 1")
+            assert price == "11.5000"
+            progress = await conn.fetchrow("SELECT pages_done FROM emag_sync.sync_runs WHERE id = $1", run_id)
+            assert progress["pages_done"] == 2
+        finally:
+            await conn.close()
+
+
+async def test_offers_absent_from_a_full_scan_are_marked_not_deleted(store: Store, db_settings) -> None:
+    async with store.lease("main", "offers") as lease:
+        run_id, first_scan = await lease.open_run("full", "manual")
+        await lease.commit_offers(run_id, [offer(1), offer(2), offer(3)], Progress(), {}, first_scan)
+        await lease.complete(None, missing_before=first_scan)
+        second_scan = datetime.now(timezone.utc) + timedelta(seconds=1)
+        await anyio.sleep(1.1)
+        await lease.commit_offers(run_id, [offer(1), offer(3)], Progress(), {}, second_scan)
+        assert await lease.complete(None, missing_before=second_scan) == 1
+    conn = await asyncpg.connect(db_settings.url)
+    try:
+        rows = await conn.fetch("SELECT id, missing_since IS NOT NULL AS missing FROM emag_sync.offers ORDER BY id")
+        assert [(r["id"], r["missing"]) for r in rows] == [(1, False), (2, True), (3, False)]
+    finally:
+        await conn.close()
+
+
+async def test_orders_keyed_by_account_and_bigint_id(store: Store, db_settings) -> None:
+    tz = ZoneInfo("Europe/Bucharest")
+    big = 2**31 + 17
+    row = OrderRow.from_api({"id": big, "status": 1, "modified": "2026-11-01 10:00:00"}, tz)
+    for account in ("main", "fbe"):
+        async with store.lease(account, "orders") as lease:
+            run_id, _ = await lease.open_run("incremental", "manual")
+            assert await lease.commit_orders(run_id, [row], Progress(), {"kind": "orders"}) == (1, 0)
+            assert await lease.commit_orders(run_id, [row], Progress(), {"kind": "orders"}) == (0, 0)
+            await lease.complete(watermark=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    conn = await asyncpg.connect(db_settings.url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM emag_sync.orders WHERE id = $1", big) == 2
+    finally:
+        await conn.close()
+    state = await store.get_state("main", "orders")
+    assert state.watermark == datetime(2026, 11, 1, tzinfo=timezone.utc) and state.checkpoint is None
+
+
+async def test_lease_slots_bound_concurrent_leases(db_settings) -> None:
+    store = await Store.open(db_settings, max_size=3)  # one lease slot: two connections kept free
+    try:
+        order: list[str] = []
+
+        async def hold(name: str) -> None:
+            async with store.lease(name, "offers"):
+                order.append(f"{name}+")
+                await anyio.sleep(0.2)
+                await store.save_progress(0, Progress())  # needs a free connection meanwhile
+                order.append(f"{name}-")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold, "a")
+            tg.start_soon(hold, "b")
+        assert order in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
+    finally:
+        await store.close()
