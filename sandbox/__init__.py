@@ -1,0 +1,8 @@
+"""A local eMAG Marketplace API for demos, tests and benchmarks."""
+
+from sandbox.faults import Fault, FaultPlan, load_fault_file, parse_faults
+from sandbox.market import Account, Market
+from sandbox.runner import Sandbox
+from sandbox.server import create_app
+
+__all__ = ["Account", "Fault", "FaultPlan", "Market", "Sandbox", "create_app", "load_fault_file", "parse_faults"]
