@@ -1,0 +1,247 @@
+"""One sync run of one (account, resource): pages in, batches out, the run row kept true.
+
+Every path ends with the row closed — completed, failed, timeout or cancelled —
+in a `finally` shielded from cancellation, in its own transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable, Sequence
+from zoneinfo import ZoneInfo
+
+import anyio
+import structlog
+
+from daemon.config import AccountSettings, SyncSettings
+from daemon.constants import ORDER_WINDOW_MAX_S
+from daemon.emag import EmagClient, EmagError, RequestStats, iter_pages
+from daemon.exits import unwrap
+from daemon.records import InvalidRecord, OfferRow, OrderRow, format_api_date
+from daemon.store import Progress, RunLease, Store, StoreError
+from daemon.sync import plan
+
+log = structlog.get_logger("daemon.sync")
+
+RESOURCE_API = {"offers": "product_offer", "orders": "order"}
+
+
+class RunFailed(Exception):
+    """The run cannot be trusted to go on (the message is the row's error)."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    account: AccountSettings
+    resource: str
+    mode: str = "incremental"  # offers are always a full scan; orders honour the mode
+    trigger: str = "manual"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    account: str
+    resource: str
+    status: str  # completed | failed | timeout | cancelled | skipped
+    run_id: int | None = None
+    error: str | None = None
+    progress: Progress = Progress()
+
+
+@dataclass
+class Counters:
+    """Live counters of a run; `snapshot()` is what gets persisted."""
+
+    stats: RequestStats = field(default_factory=RequestStats)
+    pages_done: int = 0
+    pages_total: int | None = None
+    items_seen: int = 0
+    items_written: int = 0
+    items_unchanged: int = 0
+    items_invalid: int = 0
+
+    def snapshot(self) -> Progress:
+        return Progress(self.pages_done, self.pages_total, self.items_seen, self.items_written,
+                        self.items_unchanged, self.items_invalid, self.stats.requests,
+                        self.stats.retries, self.stats.throttled)
+
+
+def parse_page(records: Sequence[Any], parse: Callable[[Any], Any], ctx: dict[str, Any]) -> tuple[list[Any], int]:
+    """Typed rows of a page, deduplicated by id (last wins), and the number of invalid records."""
+    rows: dict[int, Any] = {}
+    invalid = 0
+    for raw in records:
+        try:
+            row = parse(raw)
+        except InvalidRecord as exc:
+            invalid += 1
+            log.warning("sync.record_invalid", **ctx, record_id=exc.record_id, reason=exc.reason)
+            continue
+        rows[row.id] = row
+    return list(rows.values()), invalid
+
+
+class SyncRun:
+    """Runs one (account, resource) under its lease; `execute()` never leaves the row open."""
+
+    def __init__(self, store: Store, client: EmagClient, settings: SyncSettings, request: RunRequest,
+                 on_progress: Callable[[str, Counters], None] | None = None) -> None:
+        self.store, self.client, self.settings, self.request = store, client, settings, request
+        self.counters = Counters()
+        self.on_progress = on_progress
+        self.ctx = {"account": request.account.name, "resource": request.resource}
+        self.run_id: int | None = None
+
+    @property
+    def mode(self) -> str:
+        return "full" if self.request.resource == "offers" else self.request.mode
+
+    async def execute(self, lease: RunLease) -> RunResult:
+        self.run_id, started_at = await lease.open_run(self.mode, self.request.trigger)
+        ctx = {**self.ctx, "run_id": self.run_id}
+        log.info("sync.run_started", **ctx, mode=self.mode, trigger=self.request.trigger)
+        status, error, began = "failed", None, time.monotonic()
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + self.settings.timeout_s) as deadline:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat)
+                    await self._body(lease, started_at)
+                    tg.cancel_scope.cancel()
+            if deadline.cancelled_caught:
+                status, error = "timeout", f"run deadline of {self.settings.timeout_s:g} s reached"
+            else:
+                status = "completed"
+        except BaseException as raised:
+            exc = unwrap(raised)
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                status, error = "cancelled", "cancelled (shutdown or interrupt)"
+                raise
+            if isinstance(exc, (EmagError, StoreError, RunFailed)):
+                error = str(exc)
+            elif isinstance(exc, Exception):  # an unexpected bug still ends the run as failed
+                error = f"internal error: {type(exc).__name__}: {exc}"
+                log.error("sync.run_crashed", **ctx, exc_info=exc)
+            else:
+                raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close(status, error, ctx, time.monotonic() - began)
+        return RunResult(self.request.account.name, self.request.resource, status, self.run_id, error,
+                         self.counters.snapshot())
+
+    async def _close(self, status: str, error: str | None, ctx: dict[str, Any], elapsed_s: float) -> None:
+        progress = self.counters.snapshot()
+        try:
+            with anyio.fail_after(30):
+                closed = await self.store.finish_run(self.run_id, status, progress, error)
+        except (StoreError, TimeoutError) as exc:
+            log.error("sync.run_close_failed", **ctx, status=status, error=str(exc))
+            return
+        event = "sync.run_finished" if status == "completed" else "sync.run_ended"
+        level = log.info if status in ("completed", "cancelled") else log.error
+        level(event, **ctx, status=status, pages=progress.pages_done, items_seen=progress.items_seen,
+              items_written=progress.items_written, requests=progress.api_requests,
+              throttled=progress.api_throttled, elapsed_s=elapsed_s, error=error,
+              closed_by_us=closed)
+
+    async def _heartbeat(self) -> None:
+        """Advance heartbeat_at even while the run waits on the API or the rate limiter."""
+        while True:
+            await anyio.sleep(self.settings.heartbeat_interval_s)
+            try:
+                await self.store.save_progress(self.run_id, self.counters.snapshot())
+            except StoreError as exc:
+                log.warning("sync.heartbeat_failed", **self.ctx, error=str(exc))
+
+    async def _body(self, lease: RunLease, started_at: datetime) -> None:
+        if self.request.resource == "offers":
+            await self._offers(lease, started_at)
+        else:
+            await self._orders(lease, started_at)
+
+    async def _pages(self, api: str, filters: dict[str, Any], start_page: int, on_page: Callable) -> None:
+        per_page = self.settings.page_size
+        count = await self.client.count(api, per_page, filters, stats=self.counters.stats)
+        done_before = self.counters.pages_done
+        self.counters.pages_total = done_before + max(count.pages - start_page + 1, 0)
+
+        async def fetch(page: int) -> list[dict[str, Any]]:
+            return await self.client.read(api, page, per_page, filters, stats=self.counters.stats)
+
+        async with iter_pages(fetch, per_page=per_page, pages_total=count.pages,
+                              max_pages=self.settings.max_pages, start_page=start_page,
+                              prefetch=self.settings.prefetch_pages) as pages:
+            async for page in pages:
+                got = len(page.records)
+                if page.number == 1 and got < per_page and count.items > got:
+                    # A server that caps itemsPerPage silently would make this short page
+                    # look like the end; stopping here would truncate without a word.
+                    raise RunFailed(f"page 1 returned {got} items of {per_page} asked while count says "
+                                    f"{count.items}: the server capped itemsPerPage; set sync.page_size = {got}")
+                await on_page(page.number, page.records)
+                self.counters.pages_done += 1
+                if self.counters.pages_total is not None and self.counters.pages_done > self.counters.pages_total:
+                    self.counters.pages_total = self.counters.pages_done
+
+    async def _commit(self, page_no: int, rows: list[Any], invalid: int, write: Callable) -> None:
+        c = self.counters
+        c.items_seen += len(rows) + invalid
+        c.items_invalid += invalid
+        began = time.monotonic()
+        progress = Progress(c.pages_done + 1, c.pages_total, c.items_seen, c.items_written, c.items_unchanged,
+                            c.items_invalid, c.stats.requests, c.stats.retries, c.stats.throttled)
+        inserted, updated = await write(rows, progress)
+        c.items_written += inserted + updated
+        c.items_unchanged += len(rows) - inserted - updated
+        log.info("sync.page_committed", **self.ctx, run_id=self.run_id, page=page_no, items=len(rows),
+                 inserted=inserted, updated=updated, invalid=invalid, elapsed_s=time.monotonic() - began)
+        if self.on_progress:
+            self.on_progress(f"{self.request.account.name}/{self.request.resource}", c)
+
+    async def _offers(self, lease: RunLease, started_at: datetime) -> None:
+        state = await self.store.get_state(self.request.account.name, "offers")
+        start_page, scan_started_at = plan.offers_resume(state.checkpoint, started_at)
+        if start_page > 1:
+            log.info("sync.resuming", **self.ctx, page=start_page, scan_started_at=scan_started_at)
+
+        async def on_page(page_no: int, records: list[dict[str, Any]]) -> None:
+            rows, invalid = parse_page(records, OfferRow.from_api, self.ctx)
+            checkpoint = plan.offers_checkpoint(page_no, scan_started_at)
+            await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_offers(
+                self.run_id, r, p, checkpoint, scan_started_at))
+
+        await self._pages("product_offer", {}, start_page, on_page)
+        missing = await lease.complete(watermark=None, missing_before=scan_started_at)
+        if missing:
+            log.warning("sync.offers_missing", **self.ctx, count=missing)
+
+    async def _orders(self, lease: RunLease, started_at: datetime) -> None:
+        account = self.request.account
+        tz = ZoneInfo(account.timezone)
+        state = await self.store.get_state(account.name, "orders")
+        order_plan = plan.plan_orders(
+            self.mode, state.watermark, state.checkpoint, started_at,
+            overlap=timedelta(seconds=self.settings.orders_overlap_s),
+            horizon=timedelta(days=self.settings.orders_horizon_days),
+            max_span=timedelta(seconds=ORDER_WINDOW_MAX_S))
+        if order_plan.first_window or order_plan.first_page > 1:
+            log.info("sync.resuming", **self.ctx, window=order_plan.first_window, page=order_plan.first_page)
+        for index in range(order_plan.first_window, len(order_plan.windows)):
+            after, before = order_plan.windows[index]
+            filters: dict[str, Any] = {"modifiedAfter": format_api_date(after, tz),
+                                       "modifiedBefore": format_api_date(before, tz)}
+            if account.order_type is not None:
+                filters["type"] = account.order_type
+
+            async def on_page(page_no: int, records: list[dict[str, Any]], window: int = index) -> None:
+                rows, invalid = parse_page(records, lambda r: OrderRow.from_api(r, tz), self.ctx)
+                checkpoint = plan.orders_checkpoint(self.mode, order_plan, window, page_no)
+                await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_orders(
+                    self.run_id, r, p, checkpoint))
+
+            first = order_plan.first_page if index == order_plan.first_window else 1
+            await self._pages("order", filters, first, on_page)
+            await lease.save_checkpoint(plan.orders_checkpoint(self.mode, order_plan, index + 1, 0))
+        await lease.complete(watermark=order_plan.end)
