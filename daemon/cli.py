@@ -1,0 +1,179 @@
+"""`emag-sync`: the operator's command line.
+
+Exit codes: 0 ok; 1 a run failed or timed out; 69 database unavailable; 75 another
+run holds the lock; 78 configuration error; 79 schema out of date; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from typing import Any, Awaitable, Callable, Sequence
+
+import anyio
+import structlog
+
+from daemon import __version__, logs
+from daemon.config import ConfigError, Settings, load
+from daemon.constants import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, RESOURCES
+from daemon.exits import run_command
+from daemon.report import describe, history_text, status_text, to_json
+from daemon.store import Store, migrate
+
+log = structlog.get_logger("daemon.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emag-sync", description="Sync eMAG Marketplace offers and orders "
+                                     "into PostgreSQL.")
+    parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $EMAG_SYNC_CONFIG "
+                        "or /etc/emag-sync/emag-sync.toml)")
+    parser.add_argument("--version", action="version", version=f"emag-sync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+    once = sub.add_parser("once", help="run one sync now and exit")
+    once.add_argument("--account", action="append", metavar="NAME", help="only this account (repeatable)")
+    once.add_argument("--resource", choices=(*RESOURCES, "all"), default="all")
+    once.add_argument("--mode", choices=("incremental", "full"), default="incremental",
+                      help="orders: incremental from the watermark, or full back to the horizon")
+    history = sub.add_parser("history", help="recent runs, newest first")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--account")
+    history.add_argument("--resource", choices=RESOURCES)
+    history.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help="what runs now, and the last success per account and resource")
+    status.add_argument("--json", action="store_true")
+    sub.add_parser("run", help="the resident daemon (what systemd runs)")
+    recover = sub.add_parser("recover", help="fail runs stuck in 'running' whose process is gone")
+    recover.add_argument("--older-than", type=float, metavar="SECONDS", required=True,
+                         help="heartbeat older than this many seconds")
+    return parser
+
+
+async def _with_store(settings: Settings, action: Callable[[Store], Awaitable[int]]) -> int:
+    store = await Store.open(settings.database, max_size=settings.pool_size)
+    try:
+        await store.check_schema()
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _exit_code(results: Sequence[Any]) -> int:
+    statuses = {r.status for r in results}
+    if statuses & {"failed", "timeout"}:
+        return EXIT_FAILED
+    if "cancelled" in statuses:
+        return EXIT_INTERRUPTED
+    if "skipped" in statuses:
+        return EXIT_LOCKED
+    return EXIT_OK
+
+
+async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.sync.run import RunRequest
+    from daemon.sync.runner import Marketplace, run_many
+
+    names = args.account or list(settings.names)
+    accounts = [settings.account(n) for n in dict.fromkeys(names)]
+    requests = [RunRequest(a, resource, args.mode, "manual") for a in accounts
+                for resource in (a.resources if args.resource == "all" else (args.resource,))
+                if resource in a.resources]
+    if not requests:
+        raise ConfigError(f"--resource {args.resource}: not enabled for the selected accounts")
+    interrupted = False
+
+    results: list = []
+
+    async def body(store: Store) -> int:
+        async with Marketplace(settings) as market, anyio.create_task_group() as tg:
+            async def watch_signals() -> None:
+                nonlocal interrupted
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        interrupted = True
+                        log.warning("cli.interrupted")
+                        tg.cancel_scope.cancel()
+                        return
+            tg.start_soon(watch_signals)
+            await run_many(store, market, requests, into=results)
+            tg.cancel_scope.cancel()
+        for r in sorted(results, key=lambda r: (r.account, r.resource)):
+            line = f"{r.account}/{r.resource}: {r.status}"
+            if r.run_id is not None:
+                line += f" (run {r.run_id}, {r.progress.pages_done} pages, {r.progress.items_seen} items)"
+            print(line + (f" - {r.error}" if r.error and r.status != "completed" else ""))
+        if interrupted:
+            print(f"interrupted: {len(requests) - len(results)} run(s) cancelled (their rows say so)")
+        return _exit_code(results)
+
+    code = await _with_store(settings, body)
+    return EXIT_INTERRUPTED if interrupted else code
+
+
+async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
+    async def body(store: Store) -> int:
+        runs = await store.history(max(1, args.limit), args.account, args.resource)
+        print(to_json(runs) if args.json else history_text(runs))
+        return EXIT_OK
+    return await _with_store(settings, body)
+
+
+async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    async def body(store: Store) -> int:
+        running, last = await store.running_runs(), await store.last_runs()
+        print(to_json({"running": running, "pairs": last}) if args.json else status_text(running, last))
+        return EXIT_OK
+    return await _with_store(settings, body)
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    applied = await migrate(settings.database)
+    print(f"applied migrations {', '.join(map(str, applied))}" if applied else "schema is up to date")
+    return EXIT_OK
+
+
+async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.service import serve  # the resident daemon; imported only when asked for
+
+    return await serve(settings, args.config)
+
+
+async def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.store.recovery import recover_stuck
+
+    async def body(store: Store) -> int:
+        failed = await recover_stuck(store, stale_after_s=args.older_than,
+                                     max_age_s=settings.monitor.max_run_age_s, by="emag-sync recover")
+        for run in failed:
+            print(f"failed run {run['id']} ({run['account']}/{run['resource']}): {run['error']}")
+        print(f"{len(failed)} stuck run(s) failed")
+        return EXIT_OK
+    return await _with_store(settings, body)
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
+    "migrate": cmd_migrate, "once": cmd_once, "history": cmd_history, "status": cmd_status,
+    "run": cmd_run, "recover": cmd_recover,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> int:
+        settings = load(args.config)
+        logs.configure(settings.log.format, settings.log.level,
+                       secrets=[a.password for a in settings.accounts])
+        if args.command == "check-config":
+            print(describe(settings), end="")
+            return EXIT_OK
+        return anyio.run(COMMANDS[args.command], settings, args)
+
+    return run_command("emag-sync", body)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
