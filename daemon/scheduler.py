@@ -1,0 +1,157 @@
+"""The scheduler: every (account, resource) pair is an independent job on an interval.
+
+Starts are jittered and never on round times (eMAG asks for that); a job whose lock
+is held elsewhere (another daemon, host or `once`) is skipped and counted, not queued.
+Shutdown is a protocol: stop taking work, drain for a grace period, cancel the rest.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import anyio
+import structlog
+
+from daemon.config import Settings
+from daemon.store import Store
+from daemon.sync.run import Counters, RunRequest, RunResult
+from daemon.sync.runner import Marketplace, run_pair
+
+log = structlog.get_logger("daemon.scheduler")
+
+TICK_S = 0.5
+
+
+@dataclass
+class Job:
+    account: str
+    resource: str
+    interval_s: float
+    due: float  # monotonic
+    running: bool = False
+    runs: int = 0
+    skipped_locked: int = 0
+    last_status: str | None = None
+    counters: Counters | None = None
+
+    @property
+    def pair(self) -> str:
+        return f"{self.account}/{self.resource}"
+
+
+def first_due(now: float, interval_s: float, jitter_s: float, rng: random.Random) -> float:
+    """A spread, non-round first start: within the jitter (and never later than the interval)."""
+    return now + min(interval_s, 1.0 + rng.uniform(0, jitter_s)) + rng.uniform(0.013, 0.987)
+
+
+def next_due(now: float, interval_s: float, jitter_s: float, rng: random.Random) -> float:
+    return now + interval_s + rng.uniform(0, jitter_s) + rng.uniform(0.013, 0.987)
+
+
+@dataclass
+class Scheduler:
+    store: Store
+    market: Marketplace
+    settings: Settings
+    rng: random.Random = field(default_factory=random.Random)
+    on_result: Callable[[RunResult], None] | None = None
+    jobs: dict[tuple[str, str], Job] = field(default_factory=dict)
+    last_tick: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self._stop = anyio.Event()
+        self.apply(self.settings)
+
+    # --- configuration ----------------------------------------------------------
+
+    def apply(self, settings: Settings) -> None:
+        """Take (new) settings: add new pairs, drop removed ones, keep runs in flight."""
+        self.settings = settings
+        now = time.monotonic()
+        wanted = {(a.name, r): a.interval_s(r) for a in settings.accounts for r in a.resources}
+        for key in [k for k in self.jobs if k not in wanted]:
+            log.info("scheduler.job_removed", account=key[0], resource=key[1])
+            del self.jobs[key]
+        for (account, resource), interval in wanted.items():
+            job = self.jobs.get((account, resource))
+            if job is None:
+                due = first_due(now, interval, settings.schedule.jitter_s, self.rng)
+                self.jobs[(account, resource)] = Job(account, resource, interval, due)
+                log.info("scheduler.job_added", account=account, resource=resource, interval_s=interval)
+            elif job.interval_s != interval:
+                job.interval_s = interval
+                job.due = min(job.due, now + interval)
+
+    # --- running ----------------------------------------------------------------
+
+    def alive(self) -> bool:
+        """For the watchdog: the scheduler loop has ticked recently."""
+        return time.monotonic() - self.last_tick < 10 * TICK_S + 5
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Schedule until stop(); then drain up to the grace period and cancel the rest."""
+        async with anyio.create_task_group() as runs:
+            while not self._stop.is_set():
+                self.last_tick = now = time.monotonic()
+                for job in list(self.jobs.values()):
+                    if not job.running and job.due <= now:
+                        job.running = True
+                        runs.start_soon(self._run_job, job)
+                with anyio.move_on_after(TICK_S):
+                    await self._stop.wait()
+            log.info("scheduler.stopping", running=sum(j.running for j in self.jobs.values()),
+                     grace_s=self.settings.schedule.shutdown_grace_s)
+            with anyio.move_on_after(self.settings.schedule.shutdown_grace_s):
+                while any(j.running for j in self.jobs.values()):
+                    self.last_tick = time.monotonic()
+                    await anyio.sleep(0.05)
+            runs.cancel_scope.cancel()
+
+    async def _run_job(self, job: Job) -> None:
+        account = self.settings.account(job.account)
+        request = RunRequest(account, job.resource, "incremental", "schedule")
+
+        def progress(_pair: str, counters: Counters) -> None:
+            job.counters = counters
+
+        job.counters = None
+        try:
+            result = await run_pair(self.store, self.market, request, progress)
+        finally:
+            job.running = False
+            job.counters = None
+            job.due = next_due(time.monotonic(), job.interval_s, self.settings.schedule.jitter_s, self.rng)
+        job.runs += 1
+        job.last_status = result.status
+        if result.status == "skipped":
+            job.skipped_locked += 1
+        if self.on_result:
+            self.on_result(result)
+
+    # --- status -----------------------------------------------------------------
+
+    def status_line(self) -> str:
+        """`main/offers page 7/13 · fbe/orders idle · next 12:04:42` for systemd's STATUS=."""
+        parts = []
+        for job in sorted(self.jobs.values(), key=lambda j: (j.account, j.resource)):
+            if job.running:
+                c = job.counters
+                page = f"page {c.pages_done}/{c.pages_total if c.pages_total is not None else '?'}" if c else "starting"
+                parts.append(f"{job.pair} {page}")
+            else:
+                parts.append(f"{job.pair} idle" + (f" ({job.last_status})" if job.last_status not in (None, "completed")
+                                                   else ""))
+        waiting = [j.due for j in self.jobs.values() if not j.running]
+        if self._stop.is_set():
+            parts.append("stopping")
+        elif waiting:
+            at = time.time() + max(0.0, min(waiting) - time.monotonic())
+            parts.append(f"next {datetime.fromtimestamp(at).strftime('%H:%M:%S')}")
+        return " · ".join(parts) if parts else "no accounts configured"
