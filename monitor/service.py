@@ -1,0 +1,132 @@
+"""`emag-sync-monitor run`: the resident monitor systemd supervises.
+
+One task group owns every task: the HTTP server (/metrics, /healthz), the database
+connection and recovery loop, the watchdog and the signal watcher; a failing task
+stops the process loudly. The HTTP server comes first: while the database is
+unreachable the monitor already answers /healthz 503 and `emag_sync_up 0`, retries
+with capped backoff (STATUS=waiting for database ...), and READY=1 is sent as soon as
+it is serving, so `systemctl start` does not time out on a database outage.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import anyio
+import structlog
+
+from daemon.config import Settings
+from daemon.constants import EXIT_OK
+from daemon.notify import Notifier, watchdog_loop
+from daemon.store import SchemaMismatch, Store, StoreUnavailable
+from daemon.store.recovery import monitor_identity
+from monitor.http import MonitorContext, serve_http
+from monitor.recovery_loop import recovery_loop
+from monitor.state import MonitorState
+
+log = structlog.get_logger("monitor.service")
+
+DB_RETRY_MIN_S = 1.0
+DB_RETRY_MAX_S = 30.0
+POOL_SIZE = 4  # passes, scrapes and health checks; the monitor holds no long leases
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def open_monitor_store(settings: Settings) -> Store:
+    """A small pool whose per-statement client timeout is the database's setting."""
+    return await Store.open(settings.database, max_size=POOL_SIZE, application_name="emag-sync-monitor")
+
+
+class MonitorService:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier()
+        self.ctx = MonitorContext(settings, MonitorState())
+        self.by = monitor_identity()
+        self.address: tuple[str, int] | None = None
+        self.serving = anyio.Event()
+        self._stop = anyio.Event()
+        self._fatal: BaseException | None = None
+
+    @property
+    def state(self) -> MonitorState:
+        return self.ctx.state
+
+    def stop(self) -> None:
+        """What SIGTERM does; tests call it directly."""
+        self._stop.set()
+
+    def alive(self) -> bool:
+        """The watchdog's question: has the loop ticked (a pass, or a connection attempt) lately?"""
+        limit = 3 * self.settings.monitor.interval_s + self.settings.database.statement_timeout_s + DB_RETRY_MAX_S
+        return time.monotonic() - self.state.last_tick_mono < limit
+
+    async def serve(self) -> int:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_signals)
+                tg.start_soon(self._stop_on_request, tg.cancel_scope)
+                async with serve_http(self.ctx, self.settings.monitor.host, self.settings.monitor.port) as address:
+                    self.address = address
+                    self.serving.set()
+                    self.notifier.ready(f"serving on {address[0]}:{address[1]} · {self.state.status_line()}")
+                    log.info("monitor.ready", host=address[0], port=address[1], by=self.by)
+                    tg.start_soon(watchdog_loop, self.notifier, self.alive)
+                    await self._work(tg.cancel_scope)
+        finally:
+            if self.ctx.store is not None:
+                await self.ctx.store.close()
+        if self._fatal is not None:
+            raise self._fatal  # SchemaMismatch: the CLI exits 79 and systemd does not restart
+        self.notifier.stopping("stopped")
+        self.notifier.close()
+        log.info("monitor.stopped")
+        return EXIT_OK
+
+    async def _work(self, scope: anyio.CancelScope) -> None:
+        store = await self._connect()
+        try:
+            await store.check_schema()
+        except SchemaMismatch as exc:
+            await store.close()
+            self._fatal = exc
+            scope.cancel()
+            return
+        self.ctx.store = store
+        self.state.database_up = True
+        log.info("monitor.database_connected")
+        await recovery_loop(store, self.settings, self.state, self.by,
+                            on_pass=lambda: self.notifier.status(self.state.status_line()))
+
+    async def _connect(self) -> Store:
+        delay, attempt = DB_RETRY_MIN_S, 0
+        while True:
+            attempt += 1
+            try:
+                return await open_monitor_store(self.settings)
+            except StoreUnavailable as exc:
+                self.state.last_error = str(exc)
+                self.state.database_up = False
+                self.state.tick()
+                self.notifier.status(f"waiting for database (attempt {attempt}, retry in {delay:.0f}s): "
+                                     f"{exc}"[:200])
+                log.warning("monitor.database_unavailable", attempt=attempt, retry_in_s=delay, error=str(exc))
+                await anyio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_S)
+
+    async def _stop_on_request(self, scope: anyio.CancelScope) -> None:
+        await self._stop.wait()
+        self.notifier.stopping("stopping")
+        log.info("monitor.stopping")
+        scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            async for signum in signals:
+                log.info("monitor.signal", signal=signal.Signals(signum).name)
+                self.stop()
+
+
+async def serve(settings: Settings) -> int:
+    return await MonitorService(settings).serve()
