@@ -1,0 +1,323 @@
+"""deploy_sync_system.sh: shellcheck-clean, dry runs that touch nothing, and real installs,
+upgrades, rollbacks and removals under a temporary root (--root), with a stand-in venv
+(--venv-from) so that no test but the slow one builds a venv."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "deploy_sync_system.sh"
+UNITS = ("emag-sync.service", "emag-sync-monitor.service")
+
+# The stand-in emag-sync: logs each call (args and the credentials it was handed) and
+# exits with $FAKE_CHECK_CONFIG_RC for check-config.
+FAKE_EMAG_SYNC = """#!/bin/sh
+{
+  printf 'call:'; printf ' %s' "$@"; printf '\\n'
+  if [ -n "${CREDENTIALS_DIRECTORY:-}" ]; then
+    for f in "$CREDENTIALS_DIRECTORY"/*; do printf 'cred: %s=%s\\n' "${f##*/}" "$(cat "$f")"; done
+  fi
+} >>"$FAKE_LOG"
+case " $* " in *" check-config "*) exit "${FAKE_CHECK_CONFIG_RC:-0}" ;; esac
+exit 0
+"""
+
+
+def deploy(*args: str, root: Path | None = None, env: dict[str, str] | None = None,
+           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    cmd = ["bash", str(SCRIPT), *args]
+    if root is not None:
+        cmd += ["--root", str(root)]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
+
+
+def steps(proc: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+
+
+def assert_in_order(found: list[str], wanted: list[str]) -> None:
+    """Each wanted fragment appears in some step, and in this order."""
+    positions, start = [], 0
+    for fragment in wanted:
+        index = next((i for i in range(start, len(found)) if fragment in found[i]), None)
+        assert index is not None, f"{fragment!r} not found after step {start} in:\n" + "\n".join(found)
+        positions.append(index)
+        start = index + 1
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, str]]:
+    """Every path under root with its mode, mtime and content (or link target)."""
+    result = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        if path.is_symlink():
+            body = "-> " + os.readlink(path)
+        elif path.is_file():
+            body = path.read_text(errors="replace")
+        else:
+            body = ""
+        result[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, body)
+    return result
+
+
+@pytest.fixture
+def fake_log(tmp_path: Path) -> Path:
+    return tmp_path / "fake-calls.log"
+
+
+@pytest.fixture
+def fake_venv(tmp_path: Path, fake_log: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in venv to copy: the tree layout and the order of steps are tested, not pip."""
+    venv = tmp_path / "prebuilt-venv"
+    (venv / "bin").mkdir(parents=True)
+    script = venv / "bin" / "emag-sync"
+    script.write_text(FAKE_EMAG_SYNC)
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_LOG", str(fake_log))
+    monkeypatch.delenv("EMAG_SYNC_DEPLOY_HEALTH_CMD", raising=False)
+    return venv
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+def configured(root: Path, fake_venv: Path) -> tuple[Path, Path]:
+    """A first install, then the operator's config and both secrets: ready for an upgrade."""
+    proc = deploy("--venv-from", str(fake_venv), root=root)
+    assert proc.returncode == 0, proc.stderr
+    etc = root / "etc/emag-sync"
+    (etc / "emag-sync.toml").write_text("# the operator's own config\n")
+    for account in ("main", "fbe"):
+        (etc / f"{account}.password").write_text(f"{account}-secret\n")
+    return etc, root / "opt/emag-sync"
+
+
+def venv_dirs(opt: Path) -> list[str]:
+    return sorted(p.name for p in opt.iterdir() if p.name.startswith("venv-") and p.is_dir())
+
+
+# --- static checks --------------------------------------------------------------------------
+
+def test_shellcheck_clean() -> None:
+    assert shutil.which("shellcheck"), "shellcheck is not installed: apt-get install shellcheck (.ci/run does)"
+    proc = subprocess.run(["shellcheck", "--norc", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "shellcheck disable" not in SCRIPT.read_text()
+
+
+def test_strict_mode_and_executable() -> None:
+    text = SCRIPT.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in text
+    assert os.access(SCRIPT, os.X_OK)
+
+
+def test_help() -> None:
+    proc = deploy("--help")
+    assert proc.returncode == 0
+    for option in ("--local", "--dry-run", "--root", "--uninstall", "--purge", "--rollback", "--venv-from"):
+        assert option in proc.stdout
+
+
+def test_unknown_option_and_misuse_fail() -> None:
+    assert deploy("--frobnicate").returncode != 0
+    assert "--purge only goes with --uninstall" in deploy("--purge", "--dry-run").stderr
+
+
+# --- dry runs -------------------------------------------------------------------------------
+
+def test_dry_run_first_install_prints_steps_and_creates_nothing(root: Path) -> None:
+    proc = deploy("--dry-run", root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert_in_order(steps(proc), [
+        "install -d -m 0755", "install -d -m 0750", "install -m 0640", "chmod 0750", "chmod 0640",
+        "-m venv", "pip install", "bin/emag-sync --version", "ln -sfn", "mv -T",
+        "install -m 0644", "emag-sync.service", "emag-sync-monitor.service",
+    ])
+    assert not any(s.startswith(("useradd", "chown", "systemctl", "runuser")) for s in steps(proc))
+    assert "first install" in proc.stdout
+    assert not root.exists()
+
+
+def test_dry_run_upgrade_prints_steps_and_changes_nothing(root: Path, fake_venv: Path) -> None:
+    configured(root, fake_venv)
+    before = snapshot(root)
+    proc = deploy("--dry-run", root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert_in_order(steps(proc), [
+        "chmod 0600", "-m venv", "pip install", "--version",
+        "install -m 0400", "install -m 0400",      # credentials staged as systemd would stage them
+        "check-config",                           # the NEW venv checks the config before the switch
+        "ln -sfn venv-", "mv -T", "venv.previous", "install -m 0644",
+    ])
+    check = next(s for s in steps(proc) if s.endswith("check-config"))
+    assert "CREDENTIALS_DIRECTORY=" in check and "/opt/emag-sync/venv-" in check
+    staged = {s.rsplit("/", 1)[1] for s in steps(proc) if s.startswith("install -m 0400")}
+    assert staged == {"main.password", "fbe.password"}
+    assert snapshot(root) == before
+
+
+def test_dry_run_on_the_real_system_prints_the_system_steps() -> None:
+    clean = not Path("/etc/emag-sync").exists() and not Path("/opt/emag-sync").exists()
+    try:
+        pwd.getpwnam("emag-sync")
+        clean = False
+    except KeyError:
+        pass
+    if not clean:
+        pytest.skip("this host has emag-sync installed; the first-install dry run would differ")
+    proc = deploy("--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert_in_order(steps(proc), [
+        "useradd --system", "install -d -m 0755 /opt/emag-sync", "install -d -m 0750 /etc/emag-sync",
+        "install -m 0640", "chown root:emag-sync /etc/emag-sync", "python3 -m venv /opt/emag-sync/venv-",
+        "ln -sfn venv-", "mv -T", "/etc/systemd/system/emag-sync.service",
+        "systemctl daemon-reload", "systemctl enable emag-sync.service emag-sync-monitor.service",
+    ])
+    assert not Path("/etc/emag-sync").exists() and not Path("/opt/emag-sync").exists()
+
+
+# --- installs under --root --------------------------------------------------------------------
+
+def test_first_install_creates_the_tree_with_the_right_modes(root: Path, fake_venv: Path) -> None:
+    proc = deploy("--venv-from", str(fake_venv), root=root)
+    assert proc.returncode == 0, proc.stderr
+    etc, opt, unit_dir = root / "etc/emag-sync", root / "opt/emag-sync", root / "etc/systemd/system"
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(etc) == 0o750 and mode(etc / "emag-sync.toml") == 0o640 and mode(opt) == 0o755
+    assert (etc / "emag-sync.toml").read_text() == (REPO / "config/emag-sync.toml.example").read_text()
+    for unit in UNITS:
+        assert (unit_dir / unit).read_text() == (REPO / "systemd" / unit).read_text()
+        assert mode(unit_dir / unit) == 0o644
+    link = opt / "venv"
+    assert link.is_symlink() and os.readlink(link).startswith("venv-")  # relative: survives a moved root
+    assert (link / "bin/emag-sync").exists() and not (opt / "venv.previous").exists()
+    assert not list(etc.glob("*.password"))  # secrets are the operator's to create
+    assert "first install" in proc.stdout and "check-config" not in proc.stdout
+
+
+def test_upgrade_keeps_config_and_secrets_and_the_previous_venv(root: Path, fake_venv: Path,
+                                                                 fake_log: Path) -> None:
+    etc, opt = configured(root, fake_venv)
+    first = os.readlink(opt / "venv")
+    (etc / "main.password").chmod(0o644)
+
+    proc = deploy("--venv-from", str(fake_venv), root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert (etc / "emag-sync.toml").read_text() == "# the operator's own config\n"  # never overwritten
+    assert (etc / "main.password").read_text() == "main-secret\n"
+    assert stat.S_IMODE((etc / "main.password").stat().st_mode) == 0o600
+    second = os.readlink(opt / "venv")
+    assert second != first and os.readlink(opt / "venv.previous") == first
+    assert venv_dirs(opt) == sorted([first, second])
+
+    # check-config ran from the new venv, handed the secrets the unit's LoadCredential= lines name
+    log = fake_log.read_text()
+    assert f"call: --config {etc}/emag-sync.toml check-config" in log
+    assert "cred: main.password=main-secret" in log and "cred: fbe.password=fbe-secret" in log
+    staged = [line.split("CREDENTIALS_DIRECTORY=")[1].split()[0] for line in proc.stdout.splitlines()
+              if "CREDENTIALS_DIRECTORY=" in line]
+    assert staged and not Path(staged[0]).exists()  # the copy of the secrets is gone
+
+    third_run = deploy("--venv-from", str(fake_venv), root=root)
+    assert third_run.returncode == 0, third_run.stderr
+    third = os.readlink(opt / "venv")
+    assert os.readlink(opt / "venv.previous") == second
+    assert venv_dirs(opt) == sorted([second, third])  # only the current and the previous are kept
+
+
+def test_upgrade_stops_before_switching_when_check_config_fails(root: Path, fake_venv: Path) -> None:
+    _, opt = configured(root, fake_venv)
+    current = os.readlink(opt / "venv")
+    proc = deploy("--venv-from", str(fake_venv), root=root, env={"FAKE_CHECK_CONFIG_RC": "78"})
+    assert proc.returncode != 0 and "nothing was switched" in proc.stderr
+    assert os.readlink(opt / "venv") == current and venv_dirs(opt) == [current]  # the new venv is removed
+
+
+def test_upgrade_refuses_a_missing_credential_unless_a_drop_in_resets_the_list(root: Path,
+                                                                                fake_venv: Path) -> None:
+    etc, opt = configured(root, fake_venv)
+    (etc / "fbe.password").unlink()
+    current = os.readlink(opt / "venv")
+    proc = deploy("--venv-from", str(fake_venv), root=root)
+    assert proc.returncode != 0 and "fbe.password" in proc.stderr and "systemctl edit" in proc.stderr
+    assert os.readlink(opt / "venv") == current and venv_dirs(opt) == [current]
+
+    drop_in = root / "etc/systemd/system/emag-sync.service.d"
+    drop_in.mkdir(parents=True)
+    (drop_in / "accounts.conf").write_text(
+        "[Service]\nLoadCredential=\nLoadCredential=main.password:/etc/emag-sync/main.password\n")
+    proc = deploy("--venv-from", str(fake_venv), root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert (drop_in / "accounts.conf").exists()  # operators' drop-ins survive upgrades
+
+
+def test_failed_health_check_rolls_back_to_the_previous_venv(root: Path, fake_venv: Path) -> None:
+    _, opt = configured(root, fake_venv)
+    assert deploy("--venv-from", str(fake_venv), root=root).returncode == 0
+    good, older = os.readlink(opt / "venv"), os.readlink(opt / "venv.previous")
+    proc = deploy("--venv-from", str(fake_venv), root=root,
+                  env={"EMAG_SYNC_DEPLOY_HEALTH_CMD": "false", "EMAG_SYNC_HEALTH_TIMEOUT_S": "0"})
+    assert proc.returncode != 0 and f"rolled back to {good}" in proc.stderr
+    assert os.readlink(opt / "venv") == good and os.readlink(opt / "venv.previous") == older
+    assert venv_dirs(opt) == sorted([good, older])  # the unhealthy venv is gone
+
+
+def test_rollback_swaps_current_and_previous(root: Path, fake_venv: Path) -> None:
+    _, opt = configured(root, fake_venv)
+    first = os.readlink(opt / "venv")
+    assert deploy("--venv-from", str(fake_venv), root=root).returncode == 0
+    second = os.readlink(opt / "venv")
+    proc = deploy("--rollback", root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert os.readlink(opt / "venv") == first and os.readlink(opt / "venv.previous") == second
+    assert deploy("--rollback", root=root).returncode == 0  # and forward again
+    assert os.readlink(opt / "venv") == second
+
+
+def test_uninstall_keeps_config_unless_purge(root: Path, fake_venv: Path) -> None:
+    etc, _ = configured(root, fake_venv)
+    proc = deploy("--uninstall", root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert not (root / "opt/emag-sync").exists()
+    assert not any((root / "etc/systemd/system" / unit).exists() for unit in UNITS)
+    assert (etc / "emag-sync.toml").read_text() == "# the operator's own config\n"
+    assert (etc / "main.password").exists()
+
+    proc = deploy("--uninstall", "--purge", root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert not etc.exists()
+    assert "database is kept" in proc.stdout and "DROP SCHEMA" in proc.stdout
+
+
+@pytest.mark.slow
+def test_real_venv_build_installs_working_console_scripts(root: Path, tmp_path: Path) -> None:
+    """The one test that really runs `python3 -m venv` + `pip install REPO` (needs the package
+    index or its cache); then the installed code checks a real configuration."""
+    env = {"PYTHON": sys.executable if sys.version_info >= (3, 11) else "python3"}
+    proc = deploy(root=root, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    opt, etc = root / "opt/emag-sync", root / "etc/emag-sync"
+    for script in ("emag-sync", "emag-sync-monitor"):
+        assert os.access(opt / "venv/bin" / script, os.X_OK)
+    (etc / "emag-sync.toml").write_text(
+        '[database]\nurl = "postgresql://emag_sync@127.0.0.1:5432/erp"\n'
+        '[accounts.main]\nbase_url = "https://marketplace-api.emag.ro/api-3"\n'
+        'username = "seller@example.ro"\npassword_file = "/etc/emag-sync/main.password"\n')
+    (etc / "main.password").write_text("from-the-credential\n")
+    (etc / "fbe.password").write_text("unused\n")
+    proc = deploy(root=root, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "check-config" in proc.stdout and "from-the-credential" not in proc.stdout + proc.stderr
+    assert len(venv_dirs(opt)) == 2

@@ -1,0 +1,154 @@
+"""The systemd units: lint-clean, hardened to an exposure of at most 2.0, and carrying the
+directives the daemon's and the monitor's behaviour relies on."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+UNITS = ("emag-sync.service", "emag-sync-monitor.service")
+MAX_EXPOSURE = 2.0
+
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (.ci/run installs it)")
+
+
+def parse_unit(unit: str) -> dict[str, dict[str, list[str]]]:
+    """{section: {key: [values in order]}}; comments and blank lines dropped."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in (REPO / "systemd" / unit).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert "=" in line, f"{unit}: not a key=value line: {raw!r}"
+        key, value = line.split("=", 1)
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def local_copy(tmp_path: Path, unit: str) -> Path:
+    """The unit with ExecStart pointing at an executable that exists on this machine: the
+    console script of the venv running the tests, else /bin/true."""
+    script = unit.removesuffix(".service")
+    installed = Path(sys.executable).parent / script
+    target = str(installed) if os.access(installed, os.X_OK) else "/bin/true"
+    text = (REPO / "systemd" / unit).read_text()
+    assert f"/opt/emag-sync/venv/bin/{script} " in text
+    path = tmp_path / unit
+    path.write_text(text.replace(f"/opt/emag-sync/venv/bin/{script}", target))
+    return path
+
+
+def seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value)
+    assert match and match.group(2) in {"", *units}, value
+    return float(match.group(1)) * units.get(match.group(2), 1)
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("unit", UNITS)
+def test_verify_is_clean(tmp_path: Path, unit: str) -> None:
+    copy = local_copy(tmp_path, unit)
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)],
+                          capture_output=True, text=True, timeout=60)
+    output = proc.stdout + proc.stderr
+    # systemd may grumble about the host's own units; nothing may be about ours.
+    ours = [line for line in output.splitlines() if unit in line or str(tmp_path) in line]
+    assert proc.returncode == 0 and not ours, output
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("unit", UNITS)
+def test_exposure_at_most_2(tmp_path: Path, unit: str) -> None:
+    copy = local_copy(tmp_path, unit)
+    # --threshold takes the internal 0-100 scale: exposure 2.0 is 20; above it the exit code is non-zero
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}",
+                           str(copy)], capture_output=True, text=True, timeout=60)
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_service_lifecycle_directives(unit: str) -> None:
+    s = parse_unit(unit)
+    svc, meta = s["Service"], s["Unit"]
+    script = unit.removesuffix(".service")
+    assert svc["Type"] == ["notify"] and svc["NotifyAccess"] == ["main"]
+    # straight at the venv's console script: the notify socket and $MAINPID see the Python process
+    assert svc["ExecStart"] == [f"/opt/emag-sync/venv/bin/{script} --config /etc/emag-sync/emag-sync.toml run"]
+    assert seconds(svc["WatchdogSec"][0]) > 0
+    assert svc["Restart"] == ["on-failure"] and seconds(svc["RestartSec"][0]) > 0
+    assert {"78", "79"} <= set(svc["RestartPreventExitStatus"][0].split())
+    assert seconds(svc["TimeoutStopSec"][0]) >= 15
+    # start limits belong to [Unit]; in [Service] systemd ignores them with a warning
+    assert int(meta["StartLimitBurst"][0]) > 0 and seconds(meta["StartLimitIntervalSec"][0]) > 0
+    assert "StartLimitBurst" not in svc and "StartLimitIntervalSec" not in svc
+    assert set(meta["After"][0].split()) >= {"network-online.target", "postgresql.service"}
+    assert "network-online.target" in meta["Wants"][0].split()
+    assert s["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_identity_and_hardening_directives(unit: str) -> None:
+    svc = parse_unit(unit)["Service"]
+    assert svc["User"] == ["emag-sync"] and svc["Group"] == ["emag-sync"]
+    assert svc["ConfigurationDirectory"] == ["emag-sync"] and svc["ConfigurationDirectoryMode"] == ["0750"]
+    assert "PYTHONUNBUFFERED=1" in " ".join(svc["Environment"]).split()
+    expected = {
+        "UMask": "0077", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
+        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
+        "PrivateUsers": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "ProtectClock": "yes",
+        "ProtectHostname": "yes", "ProtectProc": "invisible", "ProcSubset": "pid", "RestrictNamespaces": "yes",
+        "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes", "LockPersonality": "yes", "RemoveIPC": "yes",
+        "DevicePolicy": "closed", "SystemCallArchitectures": "native", "MemoryDenyWriteExecute": "yes",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    }
+    assert {key: svc.get(key, ["<missing>"])[-1] for key in expected} == expected
+    assert svc["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    # an IP allow list would cut the daemon off from eMAG's CDN and a remote PostgreSQL
+    assert "IPAddressAllow" not in svc and "IPAddressDeny" not in svc
+
+
+def test_daemon_reloads_on_sighup_and_gets_each_accounts_password() -> None:
+    svc = parse_unit("emag-sync.service")["Service"]
+    assert svc["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    creds = dict(value.split(":", 1) for value in svc["LoadCredential"])
+    assert creds == {"main.password": "/etc/emag-sync/main.password",
+                     "fbe.password": "/etc/emag-sync/fbe.password"}
+    # waiting for PostgreSQL before READY=1 must not count as a failed start
+    assert svc["TimeoutStartSec"] == ["infinity"]
+
+
+def test_monitor_gets_no_secrets() -> None:
+    svc = parse_unit("emag-sync-monitor.service")["Service"]
+    assert "LoadCredential" not in svc and "ExecReload" not in svc
+
+
+def test_monitor_starts_without_account_secrets(tmp_path: Path) -> None:
+    """The monitor unit hands over no credentials, so the monitor must load a configuration
+    whose password files it cannot read: it may fail on the database (69), never on the
+    secrets with EX_CONFIG (78), which would leave the unit dead without a restart."""
+    config = tmp_path / "emag-sync.toml"
+    config.write_text(
+        '[database]\nurl = "postgresql://postgres@127.0.0.1:1/postgres"\nconnect_timeout_s = 2.0\n'
+        '[accounts.main]\nbase_url = "http://127.0.0.1:9/api-3"\nusername = "main@example.test"\n'
+        f'password_file = "{tmp_path}/absent/main.password"\n')
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "--config", str(config), "once"],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert proc.returncode != 78, proc.stderr
