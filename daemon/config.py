@@ -136,14 +136,15 @@ def _number(kind: type, low: float, high: float) -> Callable[[str, Any], Any]:
     return check
 
 
-def _string(pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = ()) -> Callable[[str, Any], str]:
+def _string(pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = (),
+            why: str = "") -> Callable[[str, Any], str]:
     def check(key: str, value: Any) -> str:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key}: expected a non-empty string")
         if choices and value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
         if pattern and not pattern.match(value):
-            raise ConfigError(f"{key}: {value!r} is not valid")
+            raise ConfigError(f"{key}: {value!r} is not valid" + (f" ({why})" if why else ""))
         return value
     return check
 
@@ -242,8 +243,10 @@ _LOG_CHECKS = {"format": _string(choices=("kv", "json")), "level": _string(choic
 
 # --- accounts and secrets -------------------------------------------------------
 
+_USERNAME = re.compile(r"^[^:\x00-\x1f]+$")
 _ACCOUNT_CHECKS = {
-    "base_url": _http_url, "username": _string(), "order_type": _order_type,
+    "base_url": _http_url, "username": _string(_USERNAME, why="HTTP Basic auth forbids ':' and control characters"),
+    "order_type": _order_type,
     "timezone": _timezone, "resources": _resources,
     "offers_interval_s": _SCHEDULE_CHECKS["offers_interval_s"],
     "orders_interval_s": _SCHEDULE_CHECKS["orders_interval_s"],
@@ -395,10 +398,16 @@ def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), s
         raise ConfigError("database.url: missing (or set DATABASE_URL)")
     schedule = _section(_table(doc, "schedule"), ScheduleSettings, "schedule", _SCHEDULE_CHECKS)
     monitor = _monitor(dict(_table(doc, "monitor")), env)
+    sync = _section(_table(doc, "sync"), SyncSettings, "sync", _SYNC_CHECKS)
+    if monitor.max_run_age_s <= sync.timeout_s + 60:
+        # The monitor would fail runs that are still inside their own deadline.
+        raise ConfigError(f"monitor.max_run_age_s: {monitor.max_run_age_s:g} s must exceed sync.timeout_s "
+                          f"({sync.timeout_s:g} s) by more than 60 s (EMAG_SYNC_STUCK_THRESHOLD_HOURS / "
+                          "EMAG_SYNC_TIMEOUT_HOURS)")
     return Settings(
         database=_section(database, DatabaseSettings, "database", _DB_CHECKS),
         accounts=_accounts(doc, schedule, env, base, need_secrets),
-        sync=_section(_table(doc, "sync"), SyncSettings, "sync", _SYNC_CHECKS),
+        sync=sync,
         schedule=schedule,
         monitor=monitor,
         log=_section(_table(doc, "log"), LogSettings, "log", _LOG_CHECKS),

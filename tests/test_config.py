@@ -78,6 +78,8 @@ ERRORS = [
     ('order_type = 2', 'timezone = "Mars/Olympus"', "accounts.fbe.timezone: unknown time zone"),
     ('[accounts.main]', '[accounts."bad name"]', "accounts.bad name: names are"),
     ('[database]', '[database\n', "TOML syntax error"),
+    ('username = "fbe@example.ro"', 'username = "fbe:ro"', "accounts.fbe.username: 'fbe:ro' is not valid (HTTP Basic"),
+    ('[monitor]', '[sync]\ntimeout_s = 14400\n[monitor]', "monitor.max_run_age_s: 14400 s must exceed sync.timeout_s"),
 ]
 
 

@@ -204,6 +204,18 @@ async def test_a_429_without_is_error_is_throttled_penalizes_and_retries(script:
 
 
 @pytest.mark.asyncio
+async def test_a_huge_retry_after_fails_the_request_without_freezing_the_account(script: Script) -> None:
+    limits, fake = fake_limits()
+    script.then(Reply(429, THROTTLED, {"Retry-After": "7200"}), Reply())
+    async with client(script.base, limiter=limits) as api:
+        with pytest.raises(EmagRetriesExhausted):
+            await api.read("product_offer", 1, 100, {})  # 2 h is past the 10 s retry budget: give up now
+        before = fake.now
+        assert await api.read("product_offer", 2, 100, {}) == []  # the next request is not held for 2 h
+    assert fake.now - before <= FAST.max_delay_s + limits.other.interval_s
+
+
+@pytest.mark.asyncio
 async def test_endless_throttling_gives_up_within_its_own_budget(script: Script) -> None:
     script.then(Reply(429, THROTTLED, {"Retry-After": "0"}))
     async with client(script.base) as api:

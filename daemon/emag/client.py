@@ -128,7 +128,10 @@ class EmagClient:
                 if isinstance(exc, EmagThrottled):
                     for tally in tallies:
                         tally.throttled += 1
-                    limiter.penalize(exc.retry_after_s if exc.retry_after_s is not None else THROTTLE_PAUSE_S)
+                    # A huge Retry-After must not freeze every task of this login: this request
+                    # gives up per its policy, the others wait at most one max backoff delay.
+                    pause_s = exc.retry_after_s if exc.retry_after_s is not None else THROTTLE_PAUSE_S
+                    limiter.penalize(min(pause_s, self.retry.max_delay_s))
                 elapsed_s = time.monotonic() - began
                 delay_s = retry_delay(self.retry, exc, attempt, elapsed_s, self.rng)
                 if delay_s is None:
