@@ -131,7 +131,7 @@ class EmagClient:
                     # A huge Retry-After must not freeze every task of this login: this request
                     # gives up per its policy, the others wait at most one max backoff delay.
                     pause_s = exc.retry_after_s if exc.retry_after_s is not None else THROTTLE_PAUSE_S
-                    limiter.penalize(min(pause_s, self.retry.max_delay_s))
+                    limiter.penalize(min(pause_s, max(self.retry.max_delay_s, THROTTLE_PAUSE_S)))
                 elapsed_s = time.monotonic() - began
                 delay_s = retry_delay(self.retry, exc, attempt, elapsed_s, self.rng)
                 if delay_s is None:
