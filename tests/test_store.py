@@ -13,8 +13,6 @@ from daemon.records import OfferRow, OrderRow
 from daemon.store import LockBusy, Progress, Store, lock_key
 
 
-
-
 def offer(i: int, price: str = "10.0000", **extra) -> OfferRow:
     return OfferRow.from_api({"id": i, "part_number": f"SKU-{i}", "sale_price": price, "general_stock": 3,
                               "name": f"Offer {i}", **extra})
@@ -52,6 +50,26 @@ async def test_run_row_is_committed_at_open_and_closed_once(store: Store, db_set
     (row,) = await store.history(5)
     assert (row["status"], row["pages_done"], row["error"]) == ("completed", 3, None)
     assert row["finished_at"] >= started
+
+
+async def test_a_run_closes_on_its_own_session_even_if_a_cancel_left_it_in_a_transaction(
+        store: Store, db_settings) -> None:
+    async with store.lease("main", "offers") as lease:
+        run_id, _ = await lease.open_run("full", "manual")
+        # what an interrupted page transaction leaves: the session idle in a transaction
+        # holding the run row's lock (asyncpg's own ROLLBACK was cancelled too)
+        await lease.conn.execute("BEGIN")
+        await lease.conn.execute("UPDATE emag_sync.sync_runs SET pages_done = 99 WHERE id = $1", run_id)
+        other = await asyncpg.connect(db_settings.url)
+        try:  # any other session (the pool's) would wait on that lock
+            with pytest.raises(asyncpg.LockNotAvailableError):
+                await other.execute("SELECT 1 FROM emag_sync.sync_runs WHERE id = $1 FOR UPDATE NOWAIT", run_id)
+        finally:
+            await other.close()
+        with anyio.fail_after(5):
+            assert await lease.finish_run(run_id, "cancelled", Progress(pages_done=2), "stopped") is True
+    (row,) = await store.history(5)
+    assert (row["status"], row["pages_done"], row["error"]) == ("cancelled", 2, "stopped")
 
 
 async def test_unchanged_offers_are_not_rewritten(store: Store, db_settings) -> None:

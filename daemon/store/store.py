@@ -150,7 +150,10 @@ class Store:
                         await _unlock(conn, self.q["unlock"], key)
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self.pool.release(conn)
+                    try:
+                        await self.pool.release(conn)
+                    except (asyncpg.PostgresError, *_UNAVAILABLE):
+                        pass  # its reset failed: the pool has closed it, and its locks went with it
 
     async def save_progress(self, run_id: int, progress: Progress) -> None:
         await self.execute("save_progress", run_id, *progress.args())
@@ -201,6 +204,16 @@ class RunLease:
             row = await self.conn.fetchrow(self.q["open_run"], self.account, self.resource, mode, trigger,
                                            socket.gethostname(), os.getpid(), self.key)
         return row["id"], row["started_at"]
+
+    async def finish_run(self, run_id: int, status: str, progress: Progress, error: str | None) -> bool:
+        """Close the run on the lease's own session. A cancellation that lands inside a page
+        transaction also cancels asyncpg's ROLLBACK, leaving this session idle in a
+        transaction that holds the run row's lock; any other session would block on it."""
+        async with translate("finish_run"):
+            if self.conn.is_in_transaction():
+                await self.conn.execute("ROLLBACK")
+            rows = await self.conn.fetch(self.q["finish_run"], run_id, status, error, *progress.args())
+        return bool(rows)
 
     async def commit_offers(self, run_id: int, rows: Sequence[OfferRow], progress: Progress,
                             checkpoint: dict[str, Any], scan_started_at: datetime) -> tuple[int, int]:

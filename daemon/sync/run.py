@@ -25,7 +25,7 @@ from daemon.sync import plan
 
 log = structlog.get_logger("daemon.sync")
 
-RESOURCE_API = {"offers": "product_offer", "orders": "order"}
+CLOSE_TIMEOUT_S = 15.0  # bound on opening and on closing the run row
 
 
 class RunFailed(Exception):
@@ -99,17 +99,20 @@ class SyncRun:
         return "full" if self.request.resource == "offers" else self.request.mode
 
     async def execute(self, lease: RunLease) -> RunResult:
-        self.run_id, started_at = await lease.open_run(self.mode, self.request.trigger)
+        # Shielded: a cancel arriving after the row's INSERT committed would leave it running.
+        with anyio.CancelScope(shield=True), anyio.fail_after(CLOSE_TIMEOUT_S):
+            self.run_id, started_at = await lease.open_run(self.mode, self.request.trigger)
         ctx = {**self.ctx, "run_id": self.run_id}
         log.info("sync.run_started", **ctx, mode=self.mode, trigger=self.request.trigger)
-        status, error, began = "failed", None, time.monotonic()
+        status, error, began, body_done = "failed", None, time.monotonic(), False
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + self.settings.timeout_s) as deadline:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._heartbeat)
                     await self._body(lease, started_at)
+                    body_done = True  # the deadline passing from here on changes nothing committed
                     tg.cancel_scope.cancel()
-            if deadline.cancelled_caught:
+            if deadline.cancelled_caught and not body_done:
                 status, error = "timeout", f"run deadline of {self.settings.timeout_s:g} s reached"
             else:
                 status = "completed"
@@ -127,18 +130,24 @@ class SyncRun:
                 raise
         finally:
             with anyio.CancelScope(shield=True):
-                await self._close(status, error, ctx, time.monotonic() - began)
+                await self._close(lease, status, error, ctx, time.monotonic() - began)
         return RunResult(self.request.account.name, self.request.resource, status, self.run_id, error,
                          self.counters.snapshot())
 
-    async def _close(self, status: str, error: str | None, ctx: dict[str, Any], elapsed_s: float) -> None:
+    async def _close(self, lease: RunLease, status: str, error: str | None, ctx: dict[str, Any],
+                     elapsed_s: float) -> None:
+        """Close the row on the lease's session; if that session is broken, on a fresh one."""
         progress = self.counters.snapshot()
-        try:
-            with anyio.fail_after(30):
-                closed = await self.store.finish_run(self.run_id, status, progress, error)
-        except (StoreError, TimeoutError) as exc:
-            log.error("sync.run_close_failed", **ctx, status=status, error=str(exc))
-            return
+        closed = None
+        for finish in (lease.finish_run, self.store.finish_run):
+            try:
+                with anyio.fail_after(CLOSE_TIMEOUT_S):
+                    closed = await finish(self.run_id, status, progress, error)
+                break
+            except (StoreError, TimeoutError) as exc:
+                log.error("sync.run_close_failed", **ctx, status=status, error=str(exc))
+        if closed is None:
+            return  # the monitor fails the row once its heartbeat is stale
         event = "sync.run_finished" if status == "completed" else "sync.run_ended"
         level = log.info if status in ("completed", "cancelled") else log.error
         level(event, **ctx, status=status, pages=progress.pages_done, items_seen=progress.items_seen,

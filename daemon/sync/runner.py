@@ -12,8 +12,8 @@ from typing import Callable, Iterable
 import anyio
 import structlog
 
-from daemon.config import Settings
-from daemon.emag import AccountLimiter, EmagClient, RetryPolicy
+from daemon.config import ConfigError, Settings
+from daemon.emag import AccountLimiter, EmagClient, EmagError, RetryPolicy
 from daemon.store import LockBusy, Store, StoreError
 from daemon.sync.run import Counters, RunRequest, RunResult, SyncRun
 
@@ -71,9 +71,12 @@ async def run_pair(store: Store, market: Marketplace, request: RunRequest,
     except LockBusy as exc:
         log.warning("sync.skipped_locked", account=name, resource=resource, reason=str(exc))
         return RunResult(name, resource, "skipped", error=str(exc))
-    except StoreError as exc:
+    except (StoreError, EmagError, ConfigError, TimeoutError) as exc:
         log.error("sync.run_not_started", account=name, resource=resource, error=str(exc))
         return RunResult(name, resource, "failed", error=str(exc))
+    except Exception as exc:  # a bug in one pair must not take the daemon's other pairs down
+        log.error("sync.run_crashed", account=name, resource=resource, exc_info=exc)
+        return RunResult(name, resource, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
 
 
 async def run_many(store: Store, market: Marketplace, requests: Iterable[RunRequest],

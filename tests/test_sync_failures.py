@@ -1,0 +1,86 @@
+"""Failure paths of a run that a happy sandbox never shows: cancels landing inside a
+page transaction, bugs and bad credentials at start, early ends of a scan."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import asyncpg
+import pytest
+
+from daemon.config import Settings
+from daemon.store import Store
+from daemon.sync.run import RunRequest
+from daemon.sync.runner import Marketplace, run_pair
+from sandbox import Fault, Market, Sandbox
+from tests.harness import make_settings, sync
+
+
+@pytest.fixture
+def market() -> Market:
+    return Market.with_default_accounts(offers=450, orders=260, seed=11)
+
+
+async def _rows(db_url: str, sql: str) -> list[dict]:
+    conn = await asyncpg.connect(db_url)
+    try:
+        return [dict(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+async def test_a_cancel_inside_a_blocked_page_commit_still_closes_the_row(db_url: str, market: Market) -> None:
+    # Another session holds the checkpoint row, so page 1's transaction blocks after it has
+    # already updated (and row-locked) its sync_runs row; then the run is cancelled.
+    blocker = await asyncpg.connect(db_url)
+    try:
+        await blocker.execute("INSERT INTO emag_sync.sync_state (account, resource) VALUES ('main', 'offers')")
+        async with blocker.transaction():
+            await blocker.execute("SELECT 1 FROM emag_sync.sync_state WHERE account = 'main' FOR UPDATE")
+            async with Sandbox(market, rate_mode="off") as sb:
+                settings = make_settings(db_url, sb.base_url, accounts=("main",))
+                began = time.monotonic()
+                with anyio.move_on_after(2.0):
+                    await sync(settings, resources=("offers",))
+                elapsed = time.monotonic() - began
+    finally:
+        await blocker.close()
+    (row,) = await _rows(db_url, "SELECT status, pages_done, error FROM emag_sync.sync_runs")
+    assert row["status"] == "cancelled" and row["pages_done"] == 0
+    assert elapsed < 8  # closed at once, not after the close timeout
+    assert await _rows(db_url, "SELECT id FROM emag_sync.offers") == []  # the blocked page rolled back
+
+
+async def _run_one(settings: Settings, resource: str = "offers"):
+    store = await Store.open(settings.database)
+    try:
+        async with Marketplace(settings) as market:
+            return await run_pair(store, market, RunRequest(settings.account("main"), resource))
+    finally:
+        await store.close()
+
+
+async def test_an_account_dropped_by_a_reload_fails_its_pair_not_the_daemon(db_url: str, market: Market) -> None:
+    async with Sandbox(market, rate_mode="off") as sb:
+        settings = make_settings(db_url, sb.base_url, accounts=("main",))
+        store = await Store.open(settings.database)
+        try:
+            async with Marketplace(settings) as mp:
+                mp.update(make_settings(db_url, sb.base_url, accounts=("fbe",)))  # SIGHUP removed main
+                result = await run_pair(store, mp, RunRequest(settings.account("main"), "offers"))
+        finally:
+            await store.close()
+    assert (result.status, result.run_id) == ("failed", None)
+    assert "accounts.main: no such account" in result.error
+
+
+async def test_a_bug_in_a_run_is_a_failed_result_not_a_crash(db_url: str, market: Market,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self, *args, **kwargs):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(Marketplace, "client", broken)
+    async with Sandbox(market, rate_mode="off") as sb:
+        result = await _run_one(make_settings(db_url, sb.base_url, accounts=("main",)))
+    assert result.status == "failed" and result.error == "internal error: KeyError: 'surprise'"
