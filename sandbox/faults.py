@@ -28,9 +28,10 @@ KINDS = frozenset(
         "lying_count",  # count reports `items` / `pages`
         "cap_items",  # read caps itemsPerPage to `limit`
         "endless",  # read pages past the end are full pages of fresh records
+        "empty_page",  # read page N answers `results: []` (as if past the end) although it is not
     }
 )
-READ_ONLY_KINDS = frozenset({"repeat_page", "cap_items", "endless"})
+READ_ONLY_KINDS = frozenset({"repeat_page", "cap_items", "endless", "empty_page"})
 RESOURCES = frozenset({"offers", "orders", "*"})
 ALL_ACCOUNTS = "*"
 

@@ -202,6 +202,8 @@ class MarketApi:
             return account.read(resource, replace(query, page=query.page - 1))[0]
         if kind == "endless":
             return account.synthetic_page(resource, query, total)
+        if kind == "empty_page":
+            return []
         return results
 
     @staticmethod

@@ -39,25 +39,31 @@ def test_incremental_starts_at_watermark_minus_overlap() -> None:
 
 
 def test_full_mode_reads_back_to_the_horizon_in_month_windows() -> None:
-    p = plan.plan_orders("full", None, None, T0, timedelta(minutes=10), timedelta(days=365), MONTH)
+    p = plan.plan_orders("full", None, None, T0, timedelta(minutes=10), timedelta(days=365), MONTH, 100)
     assert len(p.windows) == 13 and (p.first_window, p.first_page) == (0, 1)
 
 
 def test_orders_resume_after_the_last_committed_page() -> None:
-    p = plan.plan_orders("full", None, None, T0, timedelta(minutes=10), timedelta(days=365), MONTH)
-    cp = plan.orders_checkpoint("full", p, window=4, page=7)
+    p = plan.plan_orders("full", None, None, T0, timedelta(minutes=10), timedelta(days=365), MONTH, 100)
+    cp = plan.orders_checkpoint("full", p, window=4, page=7, per_page=100)
     later = T0 + timedelta(hours=3)
-    resumed = plan.plan_orders("full", T0, cp, later, timedelta(minutes=10), timedelta(days=365), MONTH)
+    resumed = plan.plan_orders("full", T0, cp, later, timedelta(minutes=10), timedelta(days=365), MONTH, 100)
     assert resumed.windows == p.windows and (resumed.first_window, resumed.first_page) == (4, 8)
+    # read with another page size, page 8 would start elsewhere: the window is re-read
+    resized = plan.plan_orders("full", T0, cp, later, timedelta(minutes=10), timedelta(days=365), MONTH, 50)
+    assert resized.windows == p.windows and (resized.first_window, resized.first_page) == (4, 1)
     # a checkpoint of the other mode is not resumed
-    fresh = plan.plan_orders("incremental", T0, cp, later, timedelta(minutes=10), timedelta(days=365), MONTH)
+    fresh = plan.plan_orders("incremental", T0, cp, later, timedelta(minutes=10), timedelta(days=365), MONTH, 100)
     assert (fresh.first_window, fresh.first_page) == (0, 1) and fresh.end == later
 
 
 def test_offers_resume() -> None:
-    assert plan.offers_resume(None, T0) == (1, T0)
-    cp = plan.offers_checkpoint(9, T0 - timedelta(hours=1))
-    assert plan.offers_resume(cp, T0) == (10, T0 - timedelta(hours=1))
+    assert plan.offers_resume(None, T0, 100) == (1, T0)
+    cp = plan.offers_checkpoint(9, T0 - timedelta(hours=1), 100)
+    assert plan.offers_resume(cp, T0, 100) == (10, T0 - timedelta(hours=1))
+    # another page size: the same scan (its start kept, so nothing is marked missing
+    # wrongly) from page 1, never from an offset that would skip offers
+    assert plan.offers_resume(cp, T0, 50) == (1, T0 - timedelta(hours=1))
 
 
 def test_api_dates_are_marketplace_local_time() -> None:

@@ -146,3 +146,11 @@ async def test_endless_reads_never_end(sb: Sandbox, session: aiohttp.ClientSessi
     assert json.loads(text)["results"]["noOfItems"] == "250"
     _, _, orders = await post(session, sb, "order/read", {"currentPage": 3})
     assert ids(orders) == [], "orders are not affected"
+
+
+@pytest.mark.asyncio
+async def test_empty_page_answers_nothing_inside_the_catalog(sb: Sandbox, session: aiohttp.ClientSession) -> None:
+    await inject(session, sb, {"kind": "empty_page", "resource": "offers", "page": 2, "times": 1})
+    first = ids((await post(session, sb, "product_offer/read", {"currentPage": 2}))[2])
+    again = ids((await post(session, sb, "product_offer/read", {"currentPage": 2}))[2])
+    assert first == [] and again == [o["id"] for o in sb.market.account("main").offers[100:200]]

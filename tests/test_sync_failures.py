@@ -14,7 +14,7 @@ from daemon.store import Store
 from daemon.sync.run import RunRequest
 from daemon.sync.runner import Marketplace, run_pair
 from sandbox import Fault, Market, Sandbox
-from tests.harness import make_settings, sync
+from tests.harness import assert_fidelity, make_settings, sync, with_sync
 
 
 @pytest.fixture
@@ -84,3 +84,50 @@ async def test_a_bug_in_a_run_is_a_failed_result_not_a_crash(db_url: str, market
     async with Sandbox(market, rate_mode="off") as sb:
         result = await _run_one(make_settings(db_url, sb.base_url, accounts=("main",)))
     assert result.status == "failed" and result.error == "internal error: KeyError: 'surprise'"
+
+
+async def test_an_early_empty_page_fails_the_scan_and_the_next_run_resumes(db_url: str, market: Market) -> None:
+    market.account("main").faults.add([Fault("empty_page", resource="offers", page=3, times=1)])
+    async with Sandbox(market, rate_mode="off") as sb:
+        settings = make_settings(db_url, sb.base_url, accounts=("main",))
+        (first,) = await sync(settings, resources=("offers",))
+        assert first.status == "failed" and first.progress.pages_done == 2
+        assert "ended the scan after page 2 of 5 counted" in first.error
+        (second,) = await sync(settings, resources=("offers",))
+    assert second.status == "completed" and second.progress.items_seen == 250  # pages 3-5
+    await assert_fidelity(db_url, market, "main", resources=("offers",))
+    assert await _rows(db_url, "SELECT id FROM emag_sync.offers WHERE missing_since IS NOT NULL") == []
+
+
+async def test_a_catalog_that_shrank_since_the_count_ends_the_scan_cleanly(db_url: str, market: Market) -> None:
+    # the count says 5 pages; by the time page 4 is asked, only 3 pages of offers are left
+    market.account("main").faults.add([Fault("lying_count", resource="offers", items=450, pages=5, times=0)])
+    removed = market.account("main").remove_offers(200)
+    async with Sandbox(market, rate_mode="off") as sb:
+        (result,) = await sync(make_settings(db_url, sb.base_url, accounts=("main",)), resources=("offers",))
+    assert result.status == "completed" and result.progress.items_seen == 250
+    assert len(removed) == 200
+
+
+async def test_an_order_shifted_past_a_page_boundary_is_not_lost(db_url: str, market: Market) -> None:
+    account = market.account("main")
+    read = account.read
+    slipped: list[int] = []
+
+    def shifting_read(resource, query):
+        matching = [o for o in account.orders if query.match(o)]
+        if resource == "orders" and query.page == 2 and len(matching) > 2 * query.per_page and not slipped:
+            # page 1 was read; now its first order is modified out of the window: every later
+            # order moves up one place, and the one that led page 2 would go unread
+            slipped.append(matching[query.per_page]["id"])
+            matching[0]["modified"] = "2099-01-01 00:00:00"
+        return read(resource, query)
+
+    account.read = shifting_read
+    async with Sandbox(market, rate_mode="off") as sb:
+        settings = with_sync(make_settings(db_url, sb.base_url, accounts=("main",)), page_size=20)
+        (result,) = await sync(settings, resources=("orders",), mode="full")
+    assert slipped, "no window held three pages of orders"
+    assert result.status == "completed"
+    assert await _rows(db_url, f"SELECT id FROM emag_sync.orders WHERE id = {slipped[0]}") == [{"id": slipped[0]}]
+    assert await _rows(db_url, "SELECT count(*) AS n FROM emag_sync.orders") == [{"n": 260}]

@@ -39,30 +39,36 @@ def order_start(mode: str, watermark: datetime | None, now: datetime,
     return now - horizon
 
 
+def resume_page(checkpoint: dict[str, Any], per_page: int) -> int:
+    """The page after the checkpoint's, if it was read with the same page size; else page 1:
+    with another size, page N+1 starts at another offset and would skip or repeat items."""
+    return int(checkpoint["page"]) + 1 if checkpoint.get("per_page") == per_page else 1
+
+
 def plan_orders(mode: str, watermark: datetime | None, checkpoint: dict[str, Any] | None, now: datetime,
-                overlap: timedelta, horizon: timedelta, max_span: timedelta) -> OrderPlan:
+                overlap: timedelta, horizon: timedelta, max_span: timedelta, per_page: int) -> OrderPlan:
     """Resume a dead run's plan from its checkpoint (same mode), else plan afresh."""
     if checkpoint and checkpoint.get("kind") == "orders" and checkpoint.get("mode") == mode:
         start, end = datetime.fromisoformat(checkpoint["start"]), datetime.fromisoformat(checkpoint["end"])
         windows = split_windows(start, end, max_span)
-        window, page = int(checkpoint["window"]), int(checkpoint["page"])
+        window = int(checkpoint["window"])
         if 0 <= window < len(windows):
-            return OrderPlan(start, end, windows, window, page + 1)
+            return OrderPlan(start, end, windows, window, resume_page(checkpoint, per_page))
     start = order_start(mode, watermark, now, overlap, horizon)
     return OrderPlan(start, now, split_windows(start, now, max_span))
 
 
-def orders_checkpoint(mode: str, plan: OrderPlan, window: int, page: int) -> dict[str, Any]:
+def orders_checkpoint(mode: str, plan: OrderPlan, window: int, page: int, per_page: int) -> dict[str, Any]:
     return {"kind": "orders", "mode": mode, "start": plan.start.isoformat(), "end": plan.end.isoformat(),
-            "window": window, "page": page}
+            "window": window, "page": page, "per_page": per_page}
 
 
-def offers_resume(checkpoint: dict[str, Any] | None, started_at: datetime) -> tuple[int, datetime]:
+def offers_resume(checkpoint: dict[str, Any] | None, started_at: datetime, per_page: int) -> tuple[int, datetime]:
     """(first page, scan start) for a full offer scan, resuming a dead scan's checkpoint."""
     if checkpoint and checkpoint.get("kind") == "offers":
-        return int(checkpoint["page"]) + 1, datetime.fromisoformat(checkpoint["scan_started_at"])
+        return resume_page(checkpoint, per_page), datetime.fromisoformat(checkpoint["scan_started_at"])
     return 1, started_at
 
 
-def offers_checkpoint(page: int, scan_started_at: datetime) -> dict[str, Any]:
-    return {"kind": "offers", "page": page, "scan_started_at": scan_started_at.isoformat()}
+def offers_checkpoint(page: int, scan_started_at: datetime, per_page: int) -> dict[str, Any]:
+    return {"kind": "offers", "page": page, "scan_started_at": scan_started_at.isoformat(), "per_page": per_page}

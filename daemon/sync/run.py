@@ -17,7 +17,7 @@ import structlog
 
 from daemon.config import AccountSettings, SyncSettings
 from daemon.constants import ORDER_WINDOW_MAX_S
-from daemon.emag import EmagClient, EmagError, RequestStats, iter_pages
+from daemon.emag import Count, EmagClient, EmagError, RequestStats, iter_pages
 from daemon.exits import unwrap
 from daemon.records import InvalidRecord, OfferRow, OrderRow, format_api_date
 from daemon.store import Progress, RunLease, Store, StoreError
@@ -170,7 +170,10 @@ class SyncRun:
         else:
             await self._orders(lease, started_at)
 
-    async def _pages(self, api: str, filters: dict[str, Any], start_page: int, on_page: Callable) -> None:
+    async def _pages(self, api: str, filters: dict[str, Any], start_page: int, on_page: Callable,
+                     seen: set[str] | None = None) -> tuple[Count, int]:
+        """Read pages from `start_page` to the end, handing each to `on_page` in order.
+        Returns the count taken first and the number of pages read; ids go into `seen`."""
         per_page = self.settings.page_size
         count = await self.client.count(api, per_page, filters, stats=self.counters.stats)
         done_before = self.counters.pages_done
@@ -179,6 +182,7 @@ class SyncRun:
         async def fetch(page: int) -> list[dict[str, Any]]:
             return await self.client.read(api, page, per_page, filters, stats=self.counters.stats)
 
+        last = start_page - 1
         async with iter_pages(fetch, per_page=per_page, pages_total=count.pages,
                               max_pages=self.settings.max_pages, start_page=start_page,
                               prefetch=self.settings.prefetch_pages) as pages:
@@ -190,9 +194,26 @@ class SyncRun:
                     raise RunFailed(f"page 1 returned {got} items of {per_page} asked while count says "
                                     f"{count.items}: the server capped itemsPerPage; set sync.page_size = {got}")
                 await on_page(page.number, page.records)
+                if seen is not None:
+                    seen.update(str(r.get("id")) for r in page.records if isinstance(r, dict))
+                last = page.number
                 self.counters.pages_done += 1
                 if self.counters.pages_total is not None and self.counters.pages_done > self.counters.pages_total:
                     self.counters.pages_total = self.counters.pages_done
+        if last + 1 < count.pages:
+            await self._confirm_end(fetch, last, count)
+        return count, last - start_page + 1
+
+    async def _confirm_end(self, fetch: Callable, last: int, count: Count) -> None:
+        """The scan ended after page `last`, short of the count's pages. A count is only a
+        snapshot (the catalog may have shrunk), so the end stands if page `last + 1` is
+        still empty when asked again. If it now has records, the early empty or short page
+        was a glitch: fail (the next run resumes after `last`) rather than truncate."""
+        if await fetch(last + 1):
+            raise RunFailed(f"the API ended the scan after page {last} of {count.pages} counted, but page "
+                            f"{last + 1} has records when asked again: not trusting a truncated scan")
+        log.warning("sync.count_disagrees", **self.ctx, run_id=self.run_id, last_page=last,
+                    counted_pages=count.pages, counted_items=count.items)
 
     async def _commit(self, page_no: int, rows: list[Any], invalid: int, write: Callable) -> None:
         c = self.counters
@@ -211,13 +232,13 @@ class SyncRun:
 
     async def _offers(self, lease: RunLease, started_at: datetime) -> None:
         state = await self.store.get_state(self.request.account.name, "offers")
-        start_page, scan_started_at = plan.offers_resume(state.checkpoint, started_at)
+        start_page, scan_started_at = plan.offers_resume(state.checkpoint, started_at, self.settings.page_size)
         if start_page > 1:
             log.info("sync.resuming", **self.ctx, page=start_page, scan_started_at=scan_started_at)
 
         async def on_page(page_no: int, records: list[dict[str, Any]]) -> None:
             rows, invalid = parse_page(records, OfferRow.from_api, self.ctx)
-            checkpoint = plan.offers_checkpoint(page_no, scan_started_at)
+            checkpoint = plan.offers_checkpoint(page_no, scan_started_at, self.settings.page_size)
             await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_offers(
                 self.run_id, r, p, checkpoint, scan_started_at))
 
@@ -229,12 +250,13 @@ class SyncRun:
     async def _orders(self, lease: RunLease, started_at: datetime) -> None:
         account = self.request.account
         tz = ZoneInfo(account.timezone)
+        per_page = self.settings.page_size
         state = await self.store.get_state(account.name, "orders")
         order_plan = plan.plan_orders(
             self.mode, state.watermark, state.checkpoint, started_at,
             overlap=timedelta(seconds=self.settings.orders_overlap_s),
             horizon=timedelta(days=self.settings.orders_horizon_days),
-            max_span=timedelta(seconds=ORDER_WINDOW_MAX_S))
+            max_span=timedelta(seconds=ORDER_WINDOW_MAX_S), per_page=per_page)
         if order_plan.first_window or order_plan.first_page > 1:
             log.info("sync.resuming", **self.ctx, window=order_plan.first_window, page=order_plan.first_page)
         for index in range(order_plan.first_window, len(order_plan.windows)):
@@ -246,11 +268,19 @@ class SyncRun:
 
             async def on_page(page_no: int, records: list[dict[str, Any]], window: int = index) -> None:
                 rows, invalid = parse_page(records, lambda r: OrderRow.from_api(r, tz), self.ctx)
-                checkpoint = plan.orders_checkpoint(self.mode, order_plan, window, page_no)
+                checkpoint = plan.orders_checkpoint(self.mode, order_plan, window, page_no, per_page)
                 await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_orders(
                     self.run_id, r, p, checkpoint))
 
             first = order_plan.first_page if index == order_plan.first_window else 1
-            await self._pages("order", filters, first, on_page)
-            await lease.save_checkpoint(plan.orders_checkpoint(self.mode, order_plan, index + 1, 0))
+            seen: set[str] = set()
+            count, pages_read = await self._pages("order", filters, first, on_page, seen)
+            if first == 1 and pages_read > 1 and len(seen) < count.items:
+                # Paging is by offset: an order modified out of the window while we paged
+                # shifts the rest up, and one can slip past a page boundary unread. Read the
+                # window once more (unchanged rows cost no writes).
+                log.warning("sync.window_reread", **self.ctx, run_id=self.run_id, window=index,
+                            seen=len(seen), counted=count.items)
+                await self._pages("order", filters, 1, on_page)
+            await lease.save_checkpoint(plan.orders_checkpoint(self.mode, order_plan, index + 1, 0, per_page))
         await lease.complete(watermark=order_plan.end)
