@@ -9,7 +9,7 @@ from daemon import logs
 from daemon.config import ConfigError
 from daemon.constants import (EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SCHEMA,
                               EXIT_UNAVAILABLE)
-from daemon.store import SchemaMismatch, StoreError, StoreUnavailable
+from daemon.store import SchemaMismatch, StoreError, StoreRejected, StoreUnavailable
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -32,6 +32,8 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
         except BaseExceptionGroup as group:
             raise unwrap(group) from None
     except ConfigError as exc:
+        return fail(prog, f"configuration error: {exc}", EXIT_CONFIG)
+    except StoreRejected as exc:
         return fail(prog, f"configuration error: {exc}", EXIT_CONFIG)
     except SchemaMismatch as exc:
         return fail(prog, str(exc), EXIT_SCHEMA)

@@ -16,7 +16,7 @@ from daemon.config import ConfigError, Settings, load
 from daemon.constants import EXIT_OK
 from daemon.notify import Notifier, watchdog_loop
 from daemon.scheduler import Scheduler
-from daemon.store import Store, StoreUnavailable
+from daemon.store import Store, StoreRejected, StoreUnavailable
 from daemon.sync.runner import Marketplace
 
 log = structlog.get_logger("daemon.service")
@@ -34,6 +34,8 @@ async def open_store(settings: Settings, notifier: Notifier, *, application_name
         try:
             return await Store.open(settings.database, max_size=settings.pool_size,
                                     application_name=application_name)
+        except StoreRejected:
+            raise  # a wrong password or database name: exit 78, no point waiting
         except StoreUnavailable as exc:
             notifier.status(f"waiting for database (attempt {attempt}, retry in {delay:.0f}s): {exc}"[:200])
             log.warning("service.database_unavailable", attempt=attempt, retry_in_s=delay, error=str(exc))

@@ -134,3 +134,21 @@ def test_three_daemons_six_accounts_never_overlap(db_url: str, tmp_path: Path) -
         pair_runs = list(pair_runs)
         for before, after in zip(pair_runs, pair_runs[1:]):
             assert after["started_at"] >= before["finished_at"], (before, after)
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("postgresql://postgres@127.0.0.1:5432/emag_sync_no_such_db", "does not exist"),
+    ("postgresql://no_such_role@127.0.0.1:5432/test", "no_such_role"),
+], ids=["unknown-database", "unknown-role"])
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_a_database_that_refuses_us_is_a_config_error_not_a_wait(tmp_path: Path, notify: NotifySocket,
+                                                                  url: str, why: str, command: str) -> None:
+    config = write_config(tmp_path / "c.toml", config_doc(url, "http://127.0.0.1:9/api-3"))
+    proc = start_emag_sync(config, command, env={"NOTIFY_SOCKET": str(notify.path)})
+    try:
+        assert proc.wait(30) == 78  # RestartPreventExitStatus: systemd shows it failed, no restart loop
+        err = proc.stderr.read()
+        assert err.count("\n") == 1 and "configuration error" in err and why in err, err
+    finally:
+        stop(proc)
+    assert not notify.fields("READY")

@@ -11,6 +11,11 @@ class StoreUnavailable(StoreError):
     """The database cannot be reached (refused, DNS, auth, timeout)."""
 
 
+class StoreRejected(StoreUnavailable):
+    """The server answers but refuses us: wrong password, unknown role or database.
+    Waiting will not fix it; the daemon exits as for a configuration error."""
+
+
 class LockBusy(StoreError):
     """Another run (here, in another process or on another host) holds the pair's lock."""
 

@@ -17,13 +17,15 @@ import asyncpg
 
 from daemon.config import DatabaseSettings
 from daemon.records import OfferRow, OrderRow
-from daemon.store.errors import LockBusy, SchemaMismatch, StoreError, StoreUnavailable
+from daemon.store.errors import LockBusy, SchemaMismatch, StoreError, StoreRejected, StoreUnavailable
 from daemon.store.queries import latest_version, load_queries
 
 # Driver errors that mean "the database is not there" rather than "this query is wrong".
-_UNAVAILABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.InvalidAuthorizationSpecificationError,
-                asyncpg.InvalidPasswordError, asyncpg.InvalidCatalogNameError,
-                asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, TimeoutError)
+_UNAVAILABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
+                asyncpg.InterfaceError, TimeoutError)
+# ... and those that mean "it is there, and says no to this database.url".
+_REJECTED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError,
+             asyncpg.InvalidCatalogNameError)
 
 
 @asynccontextmanager
@@ -33,6 +35,8 @@ async def translate(action: str) -> AsyncIterator[None]:
         yield
     except StoreError:
         raise
+    except _REJECTED as exc:
+        raise StoreRejected(f"{action}: the database refused database.url: {exc}") from exc
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(f"{action}: database unavailable: {exc}") from exc
     except asyncpg.PostgresError as exc:
@@ -183,7 +187,7 @@ class Store:
 async def _unlock(conn: asyncpg.Connection, sql: str, key: int) -> None:
     try:
         await conn.fetchval(sql, key)
-    except (asyncpg.PostgresError, *_UNAVAILABLE):
+    except (asyncpg.PostgresError, *_UNAVAILABLE):  # (_REJECTED are PostgresErrors)
         # A broken connection has lost its session, and the lock with it; the pool
         # discards it (its reset also runs pg_advisory_unlock_all()).
         pass
