@@ -114,4 +114,7 @@ class Count:
             raise EmagApiError(f"count answered a value that is not a count: {one_line(exc)}") from None
         if items is None:
             raise EmagApiError("count answered without noOfItems")
-        return cls(items, pages if pages is not None else -(-items // per_page), per_page)
+        if pages is None or per_page != asked_per_page:
+            # noOfPages is in the server's page size; we page in the one we asked for
+            pages, per_page = -(-items // asked_per_page), asked_per_page
+        return cls(items, pages, per_page)
