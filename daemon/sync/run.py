@@ -7,7 +7,7 @@ in a `finally` shielded from cancellation, in its own transaction.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Sequence
 from zoneinfo import ZoneInfo
@@ -220,8 +220,7 @@ class SyncRun:
         c.items_seen += len(rows) + invalid
         c.items_invalid += invalid
         began = time.monotonic()
-        progress = Progress(c.pages_done + 1, c.pages_total, c.items_seen, c.items_written, c.items_unchanged,
-                            c.items_invalid, c.stats.requests, c.stats.retries, c.stats.throttled)
+        progress = replace(c.snapshot(), pages_done=c.pages_done + 1)  # as it stands once this page commits
         inserted, updated = await write(rows, progress)
         c.items_written += inserted + updated
         c.items_unchanged += len(rows) - inserted - updated
