@@ -180,7 +180,7 @@ Run the daemon and the monitor against a sandbox yourself (three terminals):
   sed -i "s|^base_url = .*|base_url = \"\$(cat .local/sandbox.url)\"|" .local/emag-sync.toml
   .venv/bin/emag-sync --config .local/emag-sync.toml run                 # Ctrl-C stops it cleanly
   .venv/bin/emag-sync-monitor --config .local/emag-sync.toml run         # http://127.0.0.1:9108/metrics
-Tests:   .venv/bin/pytest -q
+Tests:   .venv/bin/python -m pytest
 EOF
     [ "$rc" -eq 0 ] || printf '%s: "emag-sync once" exited %s\n' "$PROG" "$rc" >&2
     return "$rc"
