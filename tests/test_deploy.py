@@ -110,11 +110,12 @@ def venv_dirs(opt: Path) -> list[str]:
 
 # --- static checks --------------------------------------------------------------------------
 
-def test_shellcheck_clean() -> None:
+@pytest.mark.parametrize("script", [SCRIPT, SCRIPT.parent / ".ci" / "run"], ids=["deploy", "ci"])
+def test_shellcheck_clean(script: Path) -> None:
     assert shutil.which("shellcheck"), "shellcheck is not installed: apt-get install shellcheck (.ci/run does)"
-    proc = subprocess.run(["shellcheck", "--norc", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["shellcheck", "--norc", str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "shellcheck disable" not in SCRIPT.read_text()
+    assert "shellcheck disable" not in script.read_text()
 
 
 def test_strict_mode_and_executable() -> None:
