@@ -31,9 +31,7 @@ def run_command(prog: str, body: Callable[[], int]) -> int:
             return body()
         except BaseExceptionGroup as group:
             raise unwrap(group) from None
-    except ConfigError as exc:
-        return fail(prog, f"configuration error: {exc}", EXIT_CONFIG)
-    except StoreRejected as exc:
+    except (ConfigError, StoreRejected) as exc:  # StoreRejected: the database refuses database.url
         return fail(prog, f"configuration error: {exc}", EXIT_CONFIG)
     except SchemaMismatch as exc:
         return fail(prog, str(exc), EXIT_SCHEMA)

@@ -26,6 +26,8 @@ _UNAVAILABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNo
 # ... and those that mean "it is there, and says no to this database.url".
 _REJECTED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError,
              asyncpg.InvalidCatalogNameError)
+# Anything the driver raises (the _REJECTED are PostgresErrors too), for best-effort cleanup.
+_DRIVER_ERRORS = (asyncpg.PostgresError, *_UNAVAILABLE)
 
 
 @asynccontextmanager
@@ -156,7 +158,7 @@ class Store:
                 with anyio.CancelScope(shield=True):
                     try:
                         await self.pool.release(conn)
-                    except (asyncpg.PostgresError, *_UNAVAILABLE):
+                    except _DRIVER_ERRORS:
                         pass  # its reset failed: the pool has closed it, and its locks went with it
 
     async def save_progress(self, run_id: int, progress: Progress) -> None:
@@ -187,7 +189,7 @@ class Store:
 async def _unlock(conn: asyncpg.Connection, sql: str, key: int) -> None:
     try:
         await conn.fetchval(sql, key)
-    except (asyncpg.PostgresError, *_UNAVAILABLE):  # (_REJECTED are PostgresErrors)
+    except _DRIVER_ERRORS:
         # A broken connection has lost its session, and the lock with it; the pool
         # discards it (its reset also runs pg_advisory_unlock_all()).
         pass

@@ -28,6 +28,11 @@ log = structlog.get_logger("daemon.sync")
 CLOSE_TIMEOUT_S = 15.0  # bound on opening and on closing the run row
 
 
+def internal_error(exc: BaseException) -> str:
+    """The row's error for a bug: an unexpected exception still ends the run as failed."""
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
 class RunFailed(Exception):
     """The run cannot be trusted to go on (the message is the row's error)."""
 
@@ -124,7 +129,7 @@ class SyncRun:
             if isinstance(exc, (EmagError, StoreError, RunFailed)):
                 error = str(exc)
             elif isinstance(exc, Exception):  # an unexpected bug still ends the run as failed
-                error = f"internal error: {type(exc).__name__}: {exc}"
+                error = internal_error(exc)
                 log.error("sync.run_crashed", **ctx, exc_info=exc)
             else:
                 raise

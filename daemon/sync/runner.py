@@ -15,7 +15,7 @@ import structlog
 from daemon.config import ConfigError, Settings
 from daemon.emag import AccountLimiter, EmagClient, EmagError, RetryPolicy
 from daemon.store import LockBusy, Store, StoreError
-from daemon.sync.run import Counters, RunRequest, RunResult, SyncRun
+from daemon.sync.run import Counters, RunRequest, RunResult, SyncRun, internal_error
 
 log = structlog.get_logger("daemon.sync")
 
@@ -76,7 +76,7 @@ async def run_pair(store: Store, market: Marketplace, request: RunRequest,
         return RunResult(name, resource, "failed", error=str(exc))
     except Exception as exc:  # a bug in one pair must not take the daemon's other pairs down
         log.error("sync.run_crashed", account=name, resource=resource, exc_info=exc)
-        return RunResult(name, resource, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+        return RunResult(name, resource, "failed", error=internal_error(exc))
 
 
 async def run_many(store: Store, market: Marketplace, requests: Iterable[RunRequest],
