@@ -15,7 +15,7 @@ import anyio
 import structlog
 
 from daemon import __version__, logs
-from daemon.config import ConfigError, Settings, load
+from daemon.config import ConfigError, Settings, add_config_option, load
 from daemon.constants import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, RESOURCES
 from daemon.exits import run_command
 from daemon.report import describe, history_text, status_text, to_json
@@ -27,8 +27,7 @@ log = structlog.get_logger("daemon.cli")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emag-sync", description="Sync eMAG Marketplace offers and orders "
                                      "into PostgreSQL.")
-    parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $EMAG_SYNC_CONFIG "
-                        "or /etc/emag-sync/emag-sync.toml)")
+    add_config_option(parser)
     parser.add_argument("--version", action="version", version=f"emag-sync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")

@@ -1,4 +1,5 @@
-"""Settings: TOML plus the environment, validated once into frozen dataclasses.
+"""Settings: TOML plus the environment, validated once into the frozen dataclasses
+of `daemon.settings` (re-exported here, so callers import from one place).
 
 Every problem becomes one `ConfigError` line that names the key; the CLI prints it
 and exits 78 (EX_CONFIG) so systemd does not restart a process that cannot work.
@@ -6,117 +7,23 @@ and exits 78 (EX_CONFIG) so systemd does not restart a process that cannot work.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import tomllib
 import zoneinfo
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from daemon.constants import DEFAULT_CONFIG_PATH, DEFAULT_SCHEMA, RESOURCES
+from daemon.constants import DEFAULT_CONFIG_PATH, RESOURCES
+from daemon.settings import (AccountSettings, ConfigError, DatabaseSettings, LogSettings, MonitorSettings,
+                             ScheduleSettings, Settings, SyncSettings)
 
-
-class ConfigError(Exception):
-    """An invalid configuration; the message is one line naming the key."""
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    url: str = field(repr=False)
-    schema: str = DEFAULT_SCHEMA
-    pool_max: int = 10
-    connect_timeout_s: float = 10.0
-    statement_timeout_s: float = 60.0
-
-
-@dataclass(frozen=True)
-class AccountSettings:
-    name: str
-    base_url: str
-    username: str
-    password: str = field(repr=False)
-    order_type: int | None = None
-    timezone: str = "Europe/Bucharest"
-    resources: tuple[str, ...] = RESOURCES
-    offers_interval_s: float = 900.0
-    orders_interval_s: float = 120.0
-
-    def interval_s(self, resource: str) -> float:
-        return self.offers_interval_s if resource == "offers" else self.orders_interval_s
-
-
-@dataclass(frozen=True)
-class SyncSettings:
-    page_size: int = 100
-    max_pages: int = 5000
-    timeout_s: float = 2 * 3600.0
-    heartbeat_interval_s: float = 10.0
-    prefetch_pages: int = 4
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-    retry_attempts: int = 6
-    retry_max_total_s: float = 300.0
-    orders_overlap_s: float = 600.0
-    orders_horizon_days: int = 365
-
-
-@dataclass(frozen=True)
-class ScheduleSettings:
-    offers_interval_s: float = 900.0
-    orders_interval_s: float = 120.0
-    jitter_s: float = 15.0
-    shutdown_grace_s: float = 5.0
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    host: str = "127.0.0.1"
-    port: int = 9108
-    interval_s: float = 30.0
-    stuck_threshold_s: float | None = None  # None: 3 x heartbeat interval + 30 s
-    max_run_age_s: float = 4 * 3600.0
-    retention_days: int = 90
-    statement_timeout_s: float = 5.0
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    format: str = "kv"
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class Settings:
-    database: DatabaseSettings
-    accounts: tuple[AccountSettings, ...]
-    sync: SyncSettings = SyncSettings()
-    schedule: ScheduleSettings = ScheduleSettings()
-    monitor: MonitorSettings = MonitorSettings()
-    log: LogSettings = LogSettings()
-    source: str = ""
-
-    def account(self, name: str) -> AccountSettings:
-        for account in self.accounts:
-            if account.name == name:
-                return account
-        raise ConfigError(f"accounts.{name}: no such account (have: {', '.join(self.names)})")
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(a.name for a in self.accounts)
-
-    @property
-    def pool_size(self) -> int:
-        """Database connections: one per running pair (it holds the lock) plus heartbeats and closes."""
-        pairs = sum(len(a.resources) for a in self.accounts)
-        return max(self.database.pool_max, 2 * pairs + 2)
-
-    @property
-    def stuck_threshold_s(self) -> float:
-        configured = self.monitor.stuck_threshold_s
-        return configured if configured is not None else 3 * self.sync.heartbeat_interval_s + 30.0
+__all__ = ["AccountSettings", "ConfigError", "DatabaseSettings", "LogSettings", "MonitorSettings",
+           "ScheduleSettings", "Settings", "SyncSettings", "add_config_option", "config_path",
+           "database_url_from_env", "load", "mask_dsn", "normalize_dsn", "parse"]
 
 
 # --- validation helpers ---------------------------------------------------------
@@ -383,6 +290,12 @@ def _monitor(table: dict[str, Any], env: Mapping[str, str]) -> MonitorSettings:
 
 def config_path(cli_path: str | None, env: Mapping[str, str]) -> Path:
     return Path(cli_path or env.get("EMAG_SYNC_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """`--config PATH`, as both CLIs take it (before the subcommand); see config_path()."""
+    parser.add_argument("--config", metavar="PATH",
+                        help=f"TOML configuration (default: $EMAG_SYNC_CONFIG or {DEFAULT_CONFIG_PATH})")
 
 
 def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), source: str = "",

@@ -14,7 +14,7 @@ from typing import Sequence
 import anyio
 
 from daemon import __version__, logs
-from daemon.config import Settings, load
+from daemon.config import Settings, add_config_option, load
 from daemon.constants import EXIT_FAILED, EXIT_OK
 from daemon.exits import fail, run_command
 from daemon.store.recovery import monitor_identity
@@ -28,8 +28,7 @@ PROG = "emag-sync-monitor"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emag-sync-monitor", description="Fail emag-sync runs stuck in "
                                      "'running' and serve Prometheus metrics.")
-    parser.add_argument("--config", metavar="PATH", help="TOML configuration (default: $EMAG_SYNC_CONFIG "
-                        "or /etc/emag-sync/emag-sync.toml)")
+    add_config_option(parser)
     parser.add_argument("--version", action="version", version=f"emag-sync-monitor {__version__}")
     parser.add_argument("command", nargs="?", choices=("run", "once"), default="run",
                         help="run: the resident monitor (default); once: one recovery pass and exit")
