@@ -52,11 +52,14 @@ async def test_a_cancel_inside_a_blocked_page_commit_still_closes_the_row(db_url
     assert await _rows(db_url, "SELECT id FROM emag_sync.offers") == []  # the blocked page rolled back
 
 
-async def _run_one(settings: Settings, resource: str = "offers"):
+async def _run_main_offers(settings: Settings, reload: Settings | None = None):
+    """run_pair for main/offers, as the scheduler calls it; `reload` arrives (SIGHUP) just before."""
     store = await Store.open(settings.database)
     try:
         async with Marketplace(settings) as market:
-            return await run_pair(store, market, RunRequest(settings.account("main"), resource))
+            if reload is not None:
+                market.update(reload)
+            return await run_pair(store, market, RunRequest(settings.account("main"), "offers"))
     finally:
         await store.close()
 
@@ -64,13 +67,7 @@ async def _run_one(settings: Settings, resource: str = "offers"):
 async def test_an_account_dropped_by_a_reload_fails_its_pair_not_the_daemon(db_url: str, market: Market) -> None:
     async with Sandbox(market, rate_mode="off") as sb:
         settings = make_settings(db_url, sb.base_url, accounts=("main",))
-        store = await Store.open(settings.database)
-        try:
-            async with Marketplace(settings) as mp:
-                mp.update(make_settings(db_url, sb.base_url, accounts=("fbe",)))  # SIGHUP removed main
-                result = await run_pair(store, mp, RunRequest(settings.account("main"), "offers"))
-        finally:
-            await store.close()
+        result = await _run_main_offers(settings, reload=make_settings(db_url, sb.base_url, accounts=("fbe",)))
     assert (result.status, result.run_id) == ("failed", None)
     assert "accounts.main: no such account" in result.error
 
@@ -82,7 +79,7 @@ async def test_a_bug_in_a_run_is_a_failed_result_not_a_crash(db_url: str, market
 
     monkeypatch.setattr(Marketplace, "client", broken)
     async with Sandbox(market, rate_mode="off") as sb:
-        result = await _run_one(make_settings(db_url, sb.base_url, accounts=("main",)))
+        result = await _run_main_offers(make_settings(db_url, sb.base_url, accounts=("main",)))
     assert result.status == "failed" and result.error == "internal error: KeyError: 'surprise'"
 
 
