@@ -20,12 +20,17 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 def fail(prog: str, message: str, code: int) -> int:
-    print(f"{prog}: {logs.REDACTOR.text(message)}", file=sys.stderr)
+    """One line on stderr; under journald at priority err, so `journalctl -p err` shows it."""
+    prefix = "<3>" if logs.stream_is_journal(sys.stderr) else ""
+    print(f"{prefix}{prog}: {logs.REDACTOR.text(message)}", file=sys.stderr)
     return code
 
 
 def run_command(prog: str, body: Callable[[], int]) -> int:
-    """Run a command; known failures become one line (secrets masked) and their exit code."""
+    """Run a command; known failures become one line (secrets masked) and their exit code.
+    Until the configuration has set the format and level, logging runs on the defaults, so a
+    crash before that is still one entry."""
+    logs.configure()
     try:
         try:
             return body()

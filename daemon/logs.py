@@ -1,9 +1,10 @@
 """structlog setup: one line per event, secrets redacted, journald priorities.
 
 Lines look like `sync.page_committed account=main resource=offers page=7 items=100`.
-When stderr is the journal (`$JOURNAL_STREAM` names it), each line starts with the
-sd-daemon priority (`<3>` error ... `<7>` debug) so `journalctl -p warning` works and
-journald adds the timestamp; elsewhere a UTC timestamp and the level lead the line.
+Under journald (`$JOURNAL_STREAM` names stderr) each line starts with its sd-daemon
+priority (`<3>` error ... `<7>` debug); elsewhere a UTC timestamp and the level lead.
+Library logging (asyncpg, aiohttp, asyncio), warnings and uncaught exceptions go
+through the same renderer, so a traceback is one entry at its priority, never many.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
+from types import TracebackType
 from typing import Any, Iterable, MutableMapping, TextIO
 
 import structlog
@@ -121,26 +124,62 @@ def stream_is_journal(stream: TextIO, env: dict[str, str] | os._Environ[str] = o
 
 def configure(fmt: str = "kv", level: str = "info", stream: TextIO | None = None,
               secrets: Iterable[str | None] = ()) -> None:
-    """Configure structlog for the whole process; safe to call again (SIGHUP reload)."""
+    """Configure structlog, stdlib logging and the crash hooks for the whole process;
+    safe to call again (SIGHUP reload)."""
     stream = stream or sys.stderr
     journal = stream_is_journal(stream)
     REDACTOR.register(*secrets)
     renderer = JsonRenderer(journal) if fmt == "json" else KeyValueRenderer(journal)
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True) if fmt == "json" else _noop,
-        structlog.processors.format_exc_info,
-        REDACTOR,
-        renderer,
-    ]
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True) if fmt == "json" else _noop
+    tail = [stamp, structlog.processors.format_exc_info, REDACTOR, renderer]
     structlog.configure(
-        processors=processors,
+        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level, *tail],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[_from_stdlib], processors=[_drop_meta, *tail]))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(LEVELS.get(level, logging.INFO))
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = lambda args: _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback,
+                                                       thread=args.thread.name if args.thread else None)
+
+
+def _from_stdlib(_logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A library's record as an event: its logger's name leads, its text is `message=`."""
+    record = event["_record"]
+    message = event.pop("event")
+    event["level"] = "warning" if method == "warn" else method
+    event["event"] = "python.warning" if record.name == "py.warnings" else record.name
+    event["message"] = message.strip()
+    return event
+
+
+def _drop_meta(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event.pop("_record", None)
+    event.pop("_from_structlog", None)
+    return event
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException | None, tb: TracebackType | None,
+                  thread: str | None = None) -> None:
+    """sys.excepthook: a crash is one critical entry (journalctl -p err finds it)."""
+    where = {"thread": thread} if thread else {}
+    structlog.get_logger("daemon").critical("process.crashed", **where, exc_info=(exc_type, exc, tb))
 
 
 def _noop(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     return event
+
+
+def reset() -> None:
+    """Undo configure() (tests: the next test's streams are new)."""
+    structlog.reset_defaults()
+    logging.getLogger().handlers = []
+    logging.captureWarnings(False)
+    sys.excepthook, threading.excepthook = sys.__excepthook__, threading.__excepthook__

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-import structlog
 
+from daemon import logs
 from daemon.config import DatabaseSettings
 from daemon.store import Store, migrate
 
@@ -42,7 +42,7 @@ async def _admin(sql: str) -> None:
 def _reset_logging() -> Iterator[None]:
     """Commands under test configure structlog onto a stream pytest closes after the test."""
     yield
-    structlog.reset_defaults()
+    logs.reset()
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 import structlog
 
 from daemon import logs
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -111,3 +117,34 @@ def test_json_under_journal_is_prefixed_too(monkeypatch: pytest.MonkeyPatch) -> 
         line = stream.read().strip()
         assert line.startswith("<4>{")
         assert json.loads(line[3:])["event"] == "a.b"
+
+
+def test_library_logs_go_through_the_same_renderer_one_entry_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    with tempfile.TemporaryFile("w+") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        logs.configure("kv", "info", stream=stream, secrets=["s3cret-db"])
+        try:
+            raise ConnectionResetError("lost postgresql://u:s3cret-db@db/erp")
+        except ConnectionResetError:
+            logging.getLogger("asyncpg.pool").exception("Failed to restore the pool connection floor")
+        logging.getLogger("aiohttp.client").debug("below the level: not shown")
+        logging.getLogger("asyncio").warning("Executing <Task> took 1.2 seconds")
+        stream.seek(0)
+        lines = stream.read().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith('<3>asyncpg.pool message="Failed to restore the pool connection floor" exception=')
+    assert "ConnectionResetError" in lines[0] and "s3cret-db" not in lines[0]
+    assert lines[1] == '<4>asyncio message="Executing <Task> took 1.2 seconds"'
+
+
+def test_an_uncaught_exception_is_one_critical_entry(tmp_path) -> None:
+    journal = tmp_path / "journal"
+    code = ("import os, sys; from daemon import logs; f = open(sys.argv[1], 'w'); st = os.fstat(f.fileno()); "
+            "os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'; logs.configure('kv', 'info', stream=f); "
+            "raise RuntimeError('boom')")
+    proc = subprocess.run([sys.executable, "-c", code, str(journal)], cwd=REPO, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 1 and proc.stderr == ""  # nothing bypasses the logger
+    (line,) = journal.read_text().splitlines()
+    assert line.startswith("<2>process.crashed exception=") and "RuntimeError: boom" in line
