@@ -413,7 +413,7 @@ EOF
     fi
     CREDS_DIR="$creds"
     stage_credentials "$creds"
-    as_service_user "$creds" "$new/bin/emag-sync" --config "$CONFIG" check-config \
+    as_service_user "$creds" "$new/bin/emag-sync" --config "$CONFIG" check-config --secrets \
         || die "check-config failed with the new venv (above); nothing was switched"
     if [ "$SYSTEM" -eq 1 ]; then
         as_service_user "$creds" "$new/bin/emag-sync" --config "$CONFIG" migrate \

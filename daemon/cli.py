@@ -30,7 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_option(parser)
     parser.add_argument("--version", action="version", version=f"emag-sync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")
+    check = sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")
+    check.add_argument("--secrets", action="store_true",
+                       help="also read every account's eMAG password, as `run` will (deploy and reload do)")
+    check.add_argument("--quiet", action="store_true", help="print nothing when the configuration is valid")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     once = sub.add_parser("once", help="run one sync now and exit")
     once.add_argument("--account", action="append", metavar="NAME", help="only this account (repeatable)")
@@ -153,6 +156,10 @@ async def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
     return await _with_store(settings, body)
 
 
+# Only the commands that call eMAG read its passwords: status, history & co. work for an
+# operator who may read the configuration but not the root-only password files.
+NEED_EMAG_SECRETS = ("once", "run")
+
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
     "migrate": cmd_migrate, "once": cmd_once, "history": cmd_history, "status": cmd_status,
     "run": cmd_run, "recover": cmd_recover,
@@ -163,11 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
-        settings = load(args.config)
+        settings = load(args.config, need_secrets=args.command in NEED_EMAG_SECRETS or getattr(args, "secrets", False))
         logs.configure(settings.log.format, settings.log.level,
                        secrets=[a.password for a in settings.accounts])
         if args.command == "check-config":
-            print(describe(settings), end="")
+            if not args.quiet:
+                print(describe(settings, secrets_read=args.secrets), end="")
             return EXIT_OK
         return anyio.run(COMMANDS[args.command], settings, args)
 

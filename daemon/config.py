@@ -170,6 +170,20 @@ def _read_secret(key: str, path: Path) -> str:
     return secret
 
 
+def _credential(env: Mapping[str, str], file_name: str, key: str) -> str | None:
+    """systemd's copy of a secret, $CREDENTIALS_DIRECTORY/<file_name>, if the unit loads one."""
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if not cred_dir:
+        return None
+    path = Path(cred_dir) / file_name
+    try:
+        if not path.exists():
+            return None
+    except OSError as exc:  # the directory itself is unreadable to this user
+        raise ConfigError(f"{key}: cannot read $CREDENTIALS_DIRECTORY ({cred_dir}): {exc.strerror}") from None
+    return _read_secret(key, path)
+
+
 def _password(name: str, table: dict[str, Any], env: Mapping[str, str], base: Path, need: bool) -> str:
     """Inline `password`, else systemd's $CREDENTIALS_DIRECTORY/<name>.password (LoadCredential=,
     which is how a service user gets a root-only file), else `password_file`."""
@@ -179,13 +193,13 @@ def _password(name: str, table: dict[str, Any], env: Mapping[str, str], base: Pa
         raise ConfigError(f"{prefix}.password: set password or password_file, not both")
     if path is not None:
         path = base / _string()(f"{prefix}.password_file", path)
-    if not need:
-        return ""
     if inline is not None:
         return _string()(f"{prefix}.password", inline)
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir and (Path(cred_dir) / f"{name}.password").exists():
-        return _read_secret(f"{prefix}.password", Path(cred_dir) / f"{name}.password")
+    if not need:
+        return ""
+    credential = _credential(env, f"{name}.password", f"{prefix}.password")
+    if credential is not None:
+        return credential
     if path is not None:
         return _read_secret(f"{prefix}.password_file", path)
     raise ConfigError(f"{prefix}.password: missing secret (set password_file, password, "
@@ -214,6 +228,27 @@ def _accounts(doc: Mapping[str, Any], schedule: ScheduleSettings, env: Mapping[s
                            name=name, password=password)
         result.append(replace(account, **{k: v for k, v in defaults.items() if k not in raw}))
     return tuple(result)
+
+
+def _database_password(table: dict[str, Any], env: Mapping[str, str], base: Path) -> str:
+    """database.url with its password: systemd's $CREDENTIALS_DIRECTORY/database.password, else
+    `password_file` (0640 root:emag-sync, so the services and operators of the group read it),
+    else whatever the URL holds."""
+    url = normalize_dsn("database.url", table["url"])
+    path = table.pop("password_file", None)
+    secret = _credential(env, "database.password", "database.password")
+    if secret is None and path is not None:
+        secret = _read_secret("database.password_file", base / _string()("database.password_file", path))
+    if secret is None:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise ConfigError("database.password_file: the URL has a password too; keep one of them")
+    if not parts.username:
+        raise ConfigError("database.url: name the role (postgresql://ROLE@HOST/DB) when its password is in a file")
+    user = parts.username or ""
+    netloc = f"{user}:{quote(secret, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit((parts.scheme, netloc, *parts[2:]))
 
 
 # --- environment ------------------------------------------------------------------
@@ -306,9 +341,10 @@ def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), s
         if key not in known:
             raise ConfigError(f"{key}: unknown key")
     _apply_env(doc, env)
-    database = _table(doc, "database")
+    database = dict(_table(doc, "database"))
     if "url" not in database:
         raise ConfigError("database.url: missing (or set DATABASE_URL)")
+    database["url"] = _database_password(database, env, base)
     schedule = _section(_table(doc, "schedule"), ScheduleSettings, "schedule", _SCHEDULE_CHECKS)
     monitor = _monitor(dict(_table(doc, "monitor")), env)
     sync = _section(_table(doc, "sync"), SyncSettings, "sync", _SYNC_CHECKS)

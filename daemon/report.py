@@ -91,9 +91,11 @@ def to_json(rows: Any) -> str:
     return json.dumps(rows, default=default, indent=2)
 
 
-def describe(settings: Settings) -> str:
+def describe(settings: Settings, secrets_read: bool = True) -> str:
     """The effective configuration as TOML, secrets masked (for `check-config`)."""
     lines = [f"# effective configuration from {settings.source or '<memory>'}"]
+    if not secrets_read:
+        lines.append("# eMAG passwords not read (check-config --secrets reads them, as `run` will)")
 
     def emit(header: str, obj: Any, skip: tuple[str, ...] = ()) -> None:
         lines.append(f"\n[{header}]")
@@ -109,7 +111,7 @@ def describe(settings: Settings) -> str:
             if f.name == "url" and header == "database":
                 value = mask_dsn(value)
             elif f.name == "password":
-                value = "***"
+                value = "***" if value else "(not read)"
             if value is None:
                 lines.append(f"# {f.name} = (default)")
                 continue

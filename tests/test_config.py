@@ -89,7 +89,7 @@ def test_every_error_is_one_line_exit_78(cfg: Path, capsys: pytest.CaptureFixtur
     for name in ("DATABASE_URL", "DATABASE_SYNC_URL", "CREDENTIALS_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
     _edit(cfg, old, new)
-    assert cli.main(["--config", str(cfg), "check-config"]) == 78
+    assert cli.main(["--config", str(cfg), "check-config", "--secrets"]) == 78
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert expected in err
@@ -208,3 +208,21 @@ def test_example_config_is_valid_and_documents_every_key(tmp_path: Path) -> None
             if f.name in ("host", "port", "name", "password"):
                 continue
             assert f.name in example, f"{cls.__name__}.{f.name} is not documented in the example"
+
+
+def test_database_password_from_a_file_or_a_systemd_credential(cfg: Path, tmp_path: Path) -> None:
+    _edit(cfg, 'url = "postgresql://postgres:dbsecret@', 'password_file = "db.password"\nurl = "postgresql://postgres@')
+    (tmp_path / "db.password").write_text("p@ss/word\n")
+    assert load(str(cfg), env={}).database.url == "postgresql://postgres:p%40ss%2Fword@127.0.0.1:5432/test"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "database.password").write_text("from-systemd")
+    url = load(str(cfg), env={"CREDENTIALS_DIRECTORY": str(creds)}).database.url
+    assert url == "postgresql://postgres:from-systemd@127.0.0.1:5432/test"
+
+
+def test_database_password_twice_is_an_error(cfg: Path, tmp_path: Path) -> None:
+    _edit(cfg, 'url = "postgresql://', 'password_file = "db.password"\nurl = "postgresql://')
+    (tmp_path / "db.password").write_text("x")
+    with pytest.raises(ConfigError, match="database.password_file: the URL has a password too"):
+        load(str(cfg), env={})
