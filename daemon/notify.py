@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from typing import Callable, Mapping
 
 import anyio
@@ -32,18 +33,29 @@ class Notifier:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         env = os.environ if env is None else env
         self.enabled = bool(env.get("NOTIFY_SOCKET"))
-        self._sd = sdnotify.SystemdNotifier() if self.enabled else None
-        self.watchdog_s = watchdog_interval_s(env) if self.enabled else None
+        self._sd: sdnotify.SystemdNotifier | None = None
+        self._warned = False
+        if self.enabled:
+            try:  # debug=True: sdnotify raises what it would otherwise swallow...
+                with warnings.catch_warnings():  # ...after dropping its socket unclosed
+                    warnings.simplefilter("ignore", ResourceWarning)
+                    self._sd = sdnotify.SystemdNotifier(debug=True)
+            except OSError as exc:
+                log.warning("notify.socket_unavailable", socket=env["NOTIFY_SOCKET"], error=str(exc),
+                            effect="systemd will not see READY=1, STATUS= or watchdog pings")
+        self.watchdog_s = watchdog_interval_s(env) if self._sd is not None else None
         self._status = ""
 
     def _send(self, message: str) -> None:
-        # sdnotify owns the connected datagram socket; we encode as UTF-8 ourselves
-        # (its notify() uses latin-1, which garbles "·" and fails on other text).
-        if self._sd is not None and self._sd.socket is not None:
-            try:
-                self._sd.socket.sendall(message.encode("utf-8"))
-            except OSError as exc:
-                log.debug("notify.send_failed", error=str(exc))
+        if self._sd is None:
+            return
+        try:
+            # sdnotify encodes as latin-1; handing it the UTF-8 bytes as latin-1 text sends
+            # them unchanged, so "·" and non-Latin error text arrive intact.
+            self._sd.notify(message.encode("utf-8").decode("latin-1"))
+        except OSError as exc:
+            (log.debug if self._warned else log.warning)("notify.send_failed", error=str(exc))
+            self._warned = True
 
     def ready(self, status: str) -> None:
         self._status = status
@@ -66,7 +78,7 @@ class Notifier:
         self._send("WATCHDOG=1")
 
     def close(self) -> None:
-        if self._sd is not None and self._sd.socket is not None:
+        if self._sd is not None:
             self._sd.socket.close()
         self._sd = None
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
 import anyio
 import pytest
 
+from daemon import logs
 from daemon.notify import Notifier, watchdog_interval_s, watchdog_loop
 from tests.notify_socket import NotifySocket
 
@@ -91,3 +93,21 @@ async def test_blocked_event_loop_sends_no_pings(notify_socket: NotifySocket, mo
     n.close()
     gaps = [b - a for a, b in zip(pings, pings[1:])]
     assert max(gaps) >= 0.75  # systemd (WatchdogSec=0.2s) would have restarted us
+
+
+def test_a_notify_socket_that_cannot_be_reached_is_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()
+    logs.configure("kv", "info", stream=stream)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens.sock"))
+    n = Notifier()
+    n.ready("x")  # goes nowhere, and says so once
+    assert "notify.socket_unavailable" in stream.getvalue() and "warning" in stream.getvalue()
+    assert n.watchdog_s is None
+
+
+def test_utf8_status_arrives_intact(notify_socket: NotifySocket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
+    n = Notifier()
+    n.status("main/offers page 1/3 · așteptare bază de date")
+    n.close()
+    assert notify_socket.wait_for("STATUS") == "main/offers page 1/3 · așteptare bază de date"
