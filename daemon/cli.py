@@ -102,6 +102,8 @@ async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
             tg.start_soon(watch_signals)
             await run_many(store, market, requests, into=results)
             tg.cancel_scope.cancel()
+        with anyio.move_on_after(2.0, shield=True):  # rows whose run ended while the database was away
+            await store.close_deferred()
         for r in sorted(results, key=lambda r: (r.account, r.resource)):
             line = f"{r.account}/{r.resource}: {r.status}"
             if r.run_id is not None:

@@ -1,12 +1,20 @@
 """`emag-sync run`: the resident process systemd supervises.
 
-One task group owns every task — scheduler, signal watcher, status line, watchdog —
-so a failing side loop stops the process loudly instead of dying silently.
+One task group owns every task — signal watcher, watchdog, database connection, status
+line, scheduler, late row closes — so a failing side loop stops the process loudly.
+READY=1 goes out as soon as the configuration is valid: the daemon then waits for
+PostgreSQL on its own (STATUS= says so), so a database that is down at boot never holds
+the boot, and a stop is honoured in every phase within shutdown_grace_s + 5 s.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import threading
+import time
+from typing import Callable
 
 import anyio
 import structlog
@@ -23,14 +31,22 @@ log = structlog.get_logger("daemon.service")
 
 DB_RETRY_MIN_S = 1.0
 DB_RETRY_MAX_S = 30.0
+DEFERRED_CLOSE_EVERY_S = 2.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# After a stop signal: the drain grace, then this long for cancelled runs to close their
+# rows and the pool to close. Past it the process exits anyway (a last resort for a
+# database or network that stopped answering mid-close); rows left running are failed by
+# the monitor once their heartbeat is stale, as for any process that dies.
+STOP_MARGIN_S = 4.5
 
 
-async def open_store(settings: Settings, notifier: Notifier, *, application_name: str = "emag-sync") -> Store:
+async def open_store(settings: Settings, notifier: Notifier, *, application_name: str = "emag-sync",
+                     tick: Callable[[], None] = lambda: None) -> Store:
     """Connect, retrying with capped exponential backoff while STATUS= says why (no crash loop)."""
     delay, attempt = DB_RETRY_MIN_S, 0
     while True:
         attempt += 1
+        tick()
         try:
             return await Store.open(settings.database, max_size=settings.pool_size,
                                     application_name=application_name)
@@ -43,63 +59,78 @@ async def open_store(settings: Settings, notifier: Notifier, *, application_name
             delay = min(delay * 2, DB_RETRY_MAX_S)
 
 
-async def open_store_or_stop(settings: Settings, notifier: Notifier, application_name: str) -> Store | None:
-    """open_store, abandoned (None) when SIGTERM/SIGINT arrives while waiting."""
-    store: Store | None = None
-    async with anyio.create_task_group() as tg:
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-                async for _ in signals:
-                    log.info("service.signal_while_starting")
-                    tg.cancel_scope.cancel()
-                    return
-        tg.start_soon(stop_on_signal)
-        store = await open_store(settings, notifier, application_name=application_name)
-        tg.cancel_scope.cancel()
-    return store
-
-
 class Service:
     def __init__(self, settings: Settings, config_path: str | None, notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.config_path = config_path
         self.notifier = notifier or Notifier()
+        self.scheduler: Scheduler | None = None
+        self.market: Marketplace | None = None
+        self._last_tick = time.monotonic()
+
+    def alive(self) -> bool:
+        """For the watchdog: the scheduler ticks, or the connection loop is still trying."""
+        if self.scheduler is not None:
+            return self.scheduler.alive()
+        return time.monotonic() - self._last_tick < DB_RETRY_MAX_S + self.settings.database.connect_timeout_s + 10
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
 
     async def serve(self) -> int:
-        store = await open_store_or_stop(self.settings, self.notifier, "emag-sync")
-        if store is None:
-            self.notifier.stopping("stopped before start")
-            self.notifier.close()
-            return EXIT_OK
-        try:
-            await store.check_schema()  # SchemaMismatch -> the CLI exits 79, the unit won't restart
-            async with Marketplace(self.settings) as market:
-                self.market = market
-                self.scheduler = Scheduler(store, market, self.settings)
-                await self._run()
-        finally:
-            await store.close()
+        self._stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_signals)
+            tg.start_soon(watchdog_loop, self.notifier, self.alive)
+            self.notifier.ready("connecting to the database")
+            log.info("service.ready", accounts=",".join(self.settings.names))
+            with anyio.CancelScope() as connecting:
+                tg.start_soon(self._cancel_on_stop, connecting)
+                store = await open_store(self.settings, self.notifier, tick=self._tick)
+            if not connecting.cancelled_caught:
+                try:
+                    await store.check_schema()  # SchemaMismatch -> the CLI exits 79, the unit won't restart
+                    await self._sync(store)
+                finally:
+                    await store.close()
+            tg.cancel_scope.cancel()
         self.notifier.stopping("stopped")
         self.notifier.close()
         log.info("service.stopped")
         return EXIT_OK
 
-    async def _run(self) -> None:
-        stopping = anyio.Event()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_signals)
-            tg.start_soon(watchdog_loop, self.notifier, self.scheduler.alive)
-            tg.start_soon(self._status_loop, stopping)
-            self.notifier.ready(self.scheduler.status_line())
-            log.info("service.ready", accounts=",".join(self.settings.names), jobs=len(self.scheduler.jobs))
+    async def _cancel_on_stop(self, scope: anyio.CancelScope) -> None:
+        await self._stop.wait()
+        scope.cancel()
+
+    async def _sync(self, store: Store) -> None:
+        async with Marketplace(self.settings) as market, anyio.create_task_group() as tg:
+            self.market = market
+            self.scheduler = Scheduler(store, market, self.settings)
+            if self._stop.is_set():
+                return
+            tg.start_soon(self._status_loop)
+            tg.start_soon(self._close_deferred_loop, store)
+            log.info("service.scheduling", jobs=len(self.scheduler.jobs))
             await self.scheduler.run()
-            stopping.set()
+            with anyio.move_on_after(0.5, shield=True):  # what the run ends left behind, one last try
+                await self._close_deferred(store)
             tg.cancel_scope.cancel()
 
-    async def _status_loop(self, stopping: anyio.Event) -> None:
-        while not stopping.is_set():
+    async def _status_loop(self) -> None:
+        assert self.scheduler is not None
+        while True:
             self.notifier.status(self.scheduler.status_line())
             await anyio.sleep(1.0)
+
+    async def _close_deferred_loop(self, store: Store) -> None:
+        while True:
+            await anyio.sleep(DEFERRED_CLOSE_EVERY_S)
+            await self._close_deferred(store)
+
+    async def _close_deferred(self, store: Store) -> None:
+        for item in await store.close_deferred():
+            log.warning("sync.run_closed_late", run_id=item.run_id, status=item.status, error=item.error)
 
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
@@ -108,8 +139,13 @@ class Service:
                     self.reload()
                     continue
                 log.info("service.signal", signal=signal.Signals(signum).name)
+                if self._stop.is_set():
+                    continue
+                self._stop.set()
                 self.notifier.stopping("stopping: draining runs")
-                self.scheduler.stop()
+                _exit_anyway_after(self.settings.schedule.shutdown_grace_s + STOP_MARGIN_S)
+                if self.scheduler is not None:
+                    self.scheduler.stop()
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; a bad file keeps the old one running."""
@@ -121,11 +157,29 @@ class Service:
             self.notifier.ready(f"reload failed, kept the previous configuration: {exc}"[:200])
             return
         logs.configure(new.log.format, new.log.level, secrets=[a.password for a in new.accounts])
+        if new.database != self.settings.database:
+            log.warning("service.reload_needs_restart", key="database",
+                        reason="the connection pool keeps the old database settings until a restart")
         self.settings = new
-        self.market.update(new)
-        self.scheduler.apply(new)
-        log.info("service.reloaded", accounts=",".join(new.names), jobs=len(self.scheduler.jobs))
-        self.notifier.ready(self.scheduler.status_line())
+        if self.market is not None and self.scheduler is not None:
+            self.market.update(new)
+            self.scheduler.apply(new)
+        log.info("service.reloaded", accounts=",".join(new.names),
+                 jobs=len(self.scheduler.jobs) if self.scheduler else 0)
+        self.notifier.ready(self.scheduler.status_line() if self.scheduler else "connecting to the database")
+
+
+def _exit_anyway_after(seconds: float) -> None:
+    """Arm the last resort of a stop: exit 0 after `seconds` whatever the event loop does."""
+    def exit_now() -> None:
+        log.error("service.forced_exit", after_s=seconds,
+                  reason="shutdown did not finish in time; rows still running are failed by the monitor")
+        sys.stderr.flush()
+        os._exit(EXIT_OK)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 async def serve(settings: Settings, config_path: str | None) -> int:

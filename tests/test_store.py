@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -10,7 +13,8 @@ import asyncpg
 import pytest
 
 from daemon.records import OfferRow, OrderRow
-from daemon.store import LockBusy, Progress, Store, lock_key
+from daemon.store import Closed, LockBusy, Progress, Store, StoreUnavailable, lock_key
+from daemon.store.store import CLOSE_ATTEMPT_S
 
 
 def offer(i: int, price: str = "10.0000", **extra) -> OfferRow:
@@ -149,3 +153,51 @@ async def test_lease_slots_bound_concurrent_leases(db_settings) -> None:
         assert order in (["a+", "a-", "b+", "b-"], ["b+", "b-", "a+", "a-"])
     finally:
         await store.close()
+
+
+async def test_a_run_closes_even_when_a_cancel_left_its_session_busy_and_holding_the_row(
+        store: Store, db_settings) -> None:
+    blocker = await asyncpg.connect(db_settings.url)
+    try:
+        async with store.lease("main", "offers") as lease:
+            run_id, _ = await lease.open_run("full", "manual")
+            # mid-page: the session has updated (and row-locked) the run's row and is stuck in its next
+            # statement, behind a lock another session holds; no statement can run on it meanwhile
+            await blocker.execute("BEGIN; LOCK TABLE emag_sync.sync_state IN ACCESS EXCLUSIVE MODE")
+            await lease.conn.execute("BEGIN")
+            await lease.conn.execute("UPDATE emag_sync.sync_runs SET pages_done = 99 WHERE id = $1", run_id)
+            stuck = asyncio.ensure_future(lease.conn.execute("SELECT count(*) FROM emag_sync.sync_state"))
+            await asyncio.sleep(0.2)
+            began = time.monotonic()
+            closed, failures = await lease.close_run(run_id, "cancelled", Progress(pages_done=2), "stopped")
+            took = time.monotonic() - began
+            with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                await stuck
+    finally:
+        await blocker.close()
+    assert closed is Closed.NOW and took < CLOSE_ATTEMPT_S + 1
+    assert len(failures) == 1 and "another operation is in progress" in failures[0]
+    (row,) = await store.history(5)
+    assert (row["status"], row["pages_done"], row["error"]) == ("cancelled", 2, "stopped")
+    assert not store.deferred
+
+
+async def test_a_run_that_ends_while_the_database_is_away_is_closed_once_it_answers(store: Store) -> None:
+    async with store.lease("main", "orders") as lease:
+        run_id, _ = await lease.open_run("incremental", "schedule")
+        await lease.conn.close()  # the server went away under the run's session...
+        real_finish = store.finish_run
+
+        async def away(*args, **kwargs):
+            raise StoreUnavailable("finish_run: database unavailable: connection refused")
+
+        store.finish_run = away  # ...and refuses new ones
+        closed, _ = await lease.close_run(run_id, "failed", Progress(pages_done=1), "save_progress: database unavailable")
+        assert closed is Closed.LATER and run_id in store.deferred
+        assert await store.close_deferred() == [] and run_id in store.deferred  # still away: kept
+        store.finish_run = real_finish  # it is back
+    (late,) = await store.close_deferred()
+    assert late.run_id == run_id and not store.deferred
+    (row,) = await store.history(5)
+    assert row["status"] == "failed" and row["pages_done"] == 1
+    assert row["error"].startswith("save_progress: database unavailable; row closed late: the database was unreachable")

@@ -2,7 +2,7 @@
 
 from daemon.store.errors import LockBusy, SchemaMismatch, StoreError, StoreRejected, StoreUnavailable
 from daemon.store.migrate import migrate
-from daemon.store.store import Progress, RunLease, Store, SyncState, lock_key
+from daemon.store.store import Closed, DeferredClose, Progress, RunLease, Store, SyncState, lock_key
 
-__all__ = ["LockBusy", "Progress", "RunLease", "SchemaMismatch", "Store", "StoreError",
+__all__ = ["Closed", "DeferredClose", "LockBusy", "Progress", "RunLease", "SchemaMismatch", "Store", "StoreError",
            "StoreRejected", "StoreUnavailable", "SyncState", "lock_key", "migrate"]

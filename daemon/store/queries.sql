@@ -6,8 +6,15 @@
 SELECT max(version) FROM {schema}.schema_migrations;
 
 -- name: try_lock
--- Single flight: the (account, resource) lock, held by the run's connection.
-SELECT pg_try_advisory_lock($1);
+-- Single flight: the (account, resource) lock, held by the run's connection; and who that
+-- session is (pid and start), so a close that cannot use it can drop exactly that session.
+SELECT pg_try_advisory_lock($1) AS locked, pid, backend_start
+  FROM pg_stat_activity WHERE pid = pg_backend_pid();
+
+-- name: terminate_session
+-- Drop a run's own session server-side, if it is still that session: its transaction and
+-- row locks go with it even while it waits on a lock (a client disconnect would not).
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_start = $2;
 
 -- name: unlock
 -- Release the run's lock (the connection's death releases it too).

@@ -10,6 +10,7 @@ import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, AsyncIterator, Sequence
 
 import anyio
@@ -28,6 +29,9 @@ _REJECTED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPass
              asyncpg.InvalidCatalogNameError)
 # Anything the driver raises (the _REJECTED are PostgresErrors too), for best-effort cleanup.
 _DRIVER_ERRORS = (asyncpg.PostgresError, *_UNAVAILABLE)
+
+CLOSE_ATTEMPT_S = 1.25  # each way of closing a run's row: on its own session, then on a fresh one
+POOL_CLOSE_S = 1.0  # a graceful pool close; past it, connections are dropped
 
 
 @asynccontextmanager
@@ -65,6 +69,22 @@ class Progress:
                 self.api_throttled)
 
 
+class Closed(StrEnum):
+    """How closing a run's row went."""
+
+    NOW = "now"
+    ALREADY = "already"  # someone else closed it first (a monitor); never overwritten
+    LATER = "later"  # the database is away: the store closes it once it answers again
+
+
+@dataclass(frozen=True)
+class DeferredClose:
+    run_id: int
+    status: str
+    progress: Progress
+    error: str | None
+
+
 @dataclass(frozen=True)
 class SyncState:
     watermark: datetime | None
@@ -91,6 +111,8 @@ class Store:
         # Leases hold a connection each for a whole run; keep two free for heartbeats
         # and closing rows, so runs can never starve each other of connections.
         self.lease_slots = anyio.Semaphore(max(1, max_size - 2))
+        # Rows whose run ended while the database was away, by run id (close_deferred).
+        self.deferred: dict[int, DeferredClose] = {}
 
     @classmethod
     async def open(cls, settings: DatabaseSettings, *, max_size: int | None = None,
@@ -105,8 +127,11 @@ class Store:
         return cls(pool, settings, size)
 
     async def close(self) -> None:
+        """Close the pool, gracefully for at most POOL_CLOSE_S: a dead server never holds us."""
         with anyio.CancelScope(shield=True):
-            await self.pool.close()
+            with anyio.move_on_after(POOL_CLOSE_S):
+                await self.pool.close()
+            self.pool.terminate()  # a no-op after a graceful close
 
     async def fetch(self, name: str, *args: Any) -> list[asyncpg.Record]:
         async with translate(name):
@@ -146,11 +171,11 @@ class Store:
                 conn = await self.pool.acquire()
             try:
                 async with translate("try_lock"):
-                    got = await conn.fetchval(self.q["try_lock"], key)
-                if not got:
+                    got = await conn.fetchrow(self.q["try_lock"], key)
+                if not got["locked"]:
                     raise LockBusy(f"{account}/{resource}: another run holds the lock")
                 try:
-                    yield RunLease(self, conn, account, resource, key)
+                    yield RunLease(self, conn, account, resource, key, (got["pid"], got["backend_start"]))
                 finally:
                     with anyio.CancelScope(shield=True):
                         await _unlock(conn, self.q["unlock"], key)
@@ -164,10 +189,31 @@ class Store:
     async def save_progress(self, run_id: int, progress: Progress) -> None:
         await self.execute("save_progress", run_id, *progress.args())
 
-    async def finish_run(self, run_id: int, status: str, progress: Progress, error: str | None) -> bool:
-        """Close the run once; False when it was already closed (e.g. by the monitor)."""
-        rows = await self.fetch("finish_run", run_id, status, error, *progress.args())
+    async def finish_run(self, run_id: int, status: str, progress: Progress, error: str | None,
+                         drop_session: tuple[int, datetime] | None = None) -> bool:
+        """Close the run once; False when it was already closed (e.g. by the monitor).
+        `drop_session` (pid, backend_start): first end that session of the run's, which may hold
+        the row's lock."""
+        async with translate("finish_run"):
+            async with self.pool.acquire() as conn:
+                if drop_session is not None:
+                    await conn.execute(self.q["terminate_session"], *drop_session)
+                rows = await conn.fetch(self.q["finish_run"], run_id, status, error, *progress.args())
         return bool(rows)
+
+    async def close_deferred(self) -> list[DeferredClose]:
+        """Close the rows deferred while the database was away, one bounded attempt each, in
+        order; stops at the first failure (still away). Returns the rows closed now."""
+        done = []
+        for item in list(self.deferred.values()):
+            try:
+                with anyio.fail_after(CLOSE_ATTEMPT_S):
+                    await self.finish_run(item.run_id, item.status, item.progress, item.error)
+            except (StoreError, TimeoutError):
+                break
+            del self.deferred[item.run_id]
+            done.append(item)
+        return done
 
     async def get_state(self, account: str, resource: str) -> SyncState:
         rows = await self.fetch("get_state", account, resource)
@@ -201,8 +247,10 @@ class RunLease:
     Page writes run here so the page's rows, the run's progress and the checkpoint
     commit in one transaction on the locked session."""
 
-    def __init__(self, store: Store, conn: asyncpg.Connection, account: str, resource: str, key: int) -> None:
+    def __init__(self, store: Store, conn: asyncpg.Connection, account: str, resource: str, key: int,
+                 session: tuple[int, datetime]) -> None:
         self.store, self.conn, self.account, self.resource, self.key = store, conn, account, resource, key
+        self.session = session  # (pid, backend_start) of the session holding the lock
         self.q = store.q
 
     async def open_run(self, mode: str, trigger: str) -> tuple[int, datetime]:
@@ -220,6 +268,31 @@ class RunLease:
                 await self.conn.execute("ROLLBACK")
             rows = await self.conn.fetch(self.q["finish_run"], run_id, status, error, *progress.args())
         return bool(rows)
+
+    async def close_run(self, run_id: int, status: str, progress: Progress,
+                        error: str | None) -> tuple[Closed, list[str]]:
+        """Close the run's row, whatever state its session is in: on that session (bounded),
+        else on a fresh one after dropping this session, whose transaction and row locks go
+        with it (a session that a cancel left busy or blocked would hold the row forever),
+        else later (the store retries once the database answers). Returns how, and what failed."""
+        failures: list[str] = []
+        attempts = (lambda: self.finish_run(run_id, status, progress, error),
+                    lambda: self.store.finish_run(run_id, status, progress, error, drop_session=self.session))
+        for attempt in attempts:
+            try:
+                with anyio.fail_after(CLOSE_ATTEMPT_S):
+                    return (Closed.NOW if await attempt() else Closed.ALREADY), failures
+            except (StoreError, TimeoutError) as exc:
+                failures.append(str(exc) or f"no answer within {CLOSE_ATTEMPT_S:g} s")
+            try:
+                self.conn.terminate()
+            except _DRIVER_ERRORS:
+                pass  # already gone with the connection
+        late = f"{error}; " if error else ""
+        self.store.deferred[run_id] = DeferredClose(
+            run_id, status, progress, f"{late}row closed late: the database was unreachable when the run ended "
+                                      f"({failures[-1]})")
+        return Closed.LATER, failures
 
     async def commit_offers(self, run_id: int, rows: Sequence[OfferRow], progress: Progress,
                             checkpoint: dict[str, Any], scan_started_at: datetime) -> tuple[int, int]:

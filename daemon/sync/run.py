@@ -20,12 +20,12 @@ from daemon.constants import ORDER_WINDOW_MAX_S
 from daemon.emag import Count, EmagClient, EmagError, RequestStats, iter_pages
 from daemon.exits import unwrap
 from daemon.records import InvalidRecord, OfferRow, OrderRow, format_api_date
-from daemon.store import Progress, RunLease, Store, StoreError
+from daemon.store import Closed, Progress, RunLease, Store, StoreError
 from daemon.sync import plan
 
 log = structlog.get_logger("daemon.sync")
 
-CLOSE_TIMEOUT_S = 15.0  # bound on opening and on closing the run row
+OPEN_TIMEOUT_S = 2.0  # bound on opening the run row (closing it is bounded by the store)
 
 
 def internal_error(exc: BaseException) -> str:
@@ -105,7 +105,7 @@ class SyncRun:
 
     async def execute(self, lease: RunLease) -> RunResult:
         # Shielded: a cancel arriving after the row's INSERT committed would leave it running.
-        with anyio.CancelScope(shield=True), anyio.fail_after(CLOSE_TIMEOUT_S):
+        with anyio.CancelScope(shield=True), anyio.fail_after(OPEN_TIMEOUT_S):
             self.run_id, started_at = await lease.open_run(self.mode, self.request.trigger)
         ctx = {**self.ctx, "run_id": self.run_id}
         log.info("sync.run_started", **ctx, mode=self.mode, trigger=self.request.trigger)
@@ -141,24 +141,20 @@ class SyncRun:
 
     async def _close(self, lease: RunLease, status: str, error: str | None, ctx: dict[str, Any],
                      elapsed_s: float) -> None:
-        """Close the row on the lease's session; if that session is broken, on a fresh one."""
         progress = self.counters.snapshot()
-        closed = None
-        for finish in (lease.finish_run, self.store.finish_run):
-            try:
-                with anyio.fail_after(CLOSE_TIMEOUT_S):
-                    closed = await finish(self.run_id, status, progress, error)
-                break
-            except (StoreError, TimeoutError) as exc:
-                log.error("sync.run_close_failed", **ctx, status=status, error=str(exc))
-        if closed is None:
-            return  # the monitor fails the row once its heartbeat is stale
+        closed, failures = await lease.close_run(self.run_id, status, progress, error)
+        for failure in failures:
+            log.warning("sync.run_close_failed", **ctx, status=status, error=failure)
+        if closed is Closed.LATER:
+            log.error("sync.run_close_deferred", **ctx, status=status,
+                      reason="the database is unreachable; the row is closed once it answers")
+            return
         event = "sync.run_finished" if status == "completed" else "sync.run_ended"
         level = log.info if status in ("completed", "cancelled") else log.error
         level(event, **ctx, status=status, pages=progress.pages_done, items_seen=progress.items_seen,
               items_written=progress.items_written, requests=progress.api_requests,
               throttled=progress.api_throttled, elapsed_s=elapsed_s, error=error,
-              closed_by_us=closed)
+              closed_by_us=closed is Closed.NOW)
 
     async def _heartbeat(self) -> None:
         """Advance heartbeat_at even while the run waits on the API or the rate limiter."""
