@@ -81,6 +81,7 @@ fi
 OPT="$ROOT/opt/emag-sync"
 ETC="$ROOT/etc/emag-sync"
 UNIT_DIR="$ROOT/etc/systemd/system"
+BIN_DIR="$ROOT/usr/local/bin"
 CONFIG="$ETC/emag-sync.toml"
 # The real system: users, ownership, systemctl, migrate and the health check happen only here.
 SYSTEM=0
@@ -90,6 +91,24 @@ need_python() {
     command -v "$1" >/dev/null || die "$1 not found: install python3 (>= 3.11) and python3-venv"
     "$1" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "$1 is $("$1" -V 2>&1); emag-sync needs Python >= 3.11"
+}
+
+# The venv runs the interpreter it was made from, as the service user, under ProtectHome=yes:
+# one in /root or /home (pyenv, conda, ~/.local) cannot work, whatever its permissions.
+service_python_ok() {
+    local real
+    [ "$SYSTEM" -eq 1 ] || return 0  # a staging tree (--root) may be for another machine
+    real="$(readlink -f "$(command -v "$PYTHON")")"
+    case "$real" in
+        /root/*|/home/*|/run/user/*)
+            die "$PYTHON is $real, under a home directory: the units run with ProtectHome=yes, so the service
+    user $SERVICE_USER could never start it. Choose a system interpreter, e.g.:
+    sudo PYTHON=/usr/bin/python3 $0" ;;
+    esac
+    [ "$DRY_RUN" -eq 0 ] || return 0
+    runuser -u "$SERVICE_USER" -- "$real" -c 'import venv' 2>/dev/null \
+        || die "$PYTHON ($real) cannot be run by the service user $SERVICE_USER (permissions, or no venv module).
+    Choose another interpreter, e.g.: sudo PYTHON=/usr/bin/python3 $0"
 }
 
 # ===================================================================== the local demo ===
@@ -277,12 +296,16 @@ prune_venvs() {
     done
 }
 
-# Both units active (the daemon is "active" only after READY=1, i.e. connected and scheduling;
-# "is-active A B" would succeed if either were) and the monitor's /healthz answering 200.
+# Both units active ("is-active A B" would succeed if either were), the daemon past waiting
+# for the database, and the monitor's /healthz answering 200.
 probe() {
     local unit
     if [ -n "$HEALTH_CMD" ]; then bash -c "$HEALTH_CMD"; return; fi
     for unit in "${UNITS[@]}"; do systemctl is-active --quiet "$unit" || return 1; done
+    # READY=1 comes before the database: the daemon is up once its STATUS= says it schedules
+    case "$(systemctl show -p StatusText --value "${UNITS[0]}")" in
+        ""|connecting*|"waiting for database"*) return 1 ;;
+    esac
     curl -fsS --max-time 3 -o /dev/null "$HEALTH_URL" 2>/dev/null
 }
 
@@ -335,6 +358,7 @@ install_or_upgrade() {
         run useradd --system --user-group --no-create-home --home-dir /nonexistent \
             --shell /usr/sbin/nologin --comment "emag-sync daemon" "$SERVICE_USER"
     fi
+    service_python_ok
     run install -d -m 0755 "$OPT" "$UNIT_DIR"
     run install -d -m 0750 "$ETC"
     take_lock
@@ -390,12 +414,16 @@ install_or_upgrade() {
         NEW_VENV=""
         install_units
         [ "$SYSTEM" -eq 0 ] || run systemctl enable "${UNITS[@]}"
+        local loaded
+        loaded="$(credentials | sed "s|^[^:]*:|       $ROOT|")"
         cat <<EOF
 ==> first install: $CONFIG was created from the example; the units are installed and
     enabled but not started.
     1. edit $CONFIG (database url, accounts)
-    2. put each account's password in $ETC/<account>.password (root, mode 0600), and make
-       emag-sync.service load each one (systemctl edit emag-sync; see the unit's comments)
+    2. put each account's eMAG password in its file (root:root, mode 0600); emag-sync.service
+       already loads these:
+$loaded
+       other account names: list them in a drop-in (systemctl edit emag-sync; see README)
     3. run this script again: it checks the configuration, migrates, starts and checks health
 EOF
         return 0
@@ -452,9 +480,19 @@ EOF
     say "installed $name"
 }
 
+# The units, the README, the alert rules, the scrape example and the dashboard (in
+# $OPT/share, where the README and the scrape example point), and the commands on PATH
+# (through the venv symlink, so a rollback moves them too).
 install_units() {
-    local unit
+    local unit cmd
     run install -m 0644 "$REPO/README.md" "$OPT/README.md"
+    run install -d -m 0755 "$OPT/share/prometheus" "$OPT/share/grafana" "$BIN_DIR"
+    run install -m 0644 "$REPO/config/prometheus/alerts.yml" "$REPO/config/prometheus/prometheus.yml.example" \
+        "$OPT/share/prometheus/"
+    run install -m 0644 "$REPO/config/grafana/emag-sync.json" "$OPT/share/grafana/"
+    for cmd in emag-sync emag-sync-monitor; do
+        run ln -sfn "/opt/emag-sync/venv/bin/$cmd" "$BIN_DIR/$cmd"
+    done
     for unit in "${UNITS[@]}"; do
         run install -m 0644 "$REPO/systemd/$unit" "$UNIT_DIR/$unit"
     done
@@ -486,6 +524,9 @@ uninstall() {
     fi
     for unit in "${UNITS[@]}"; do run rm -f "$UNIT_DIR/$unit"; done
     [ "$SYSTEM" -eq 0 ] || run systemctl daemon-reload
+    for unit in emag-sync emag-sync-monitor; do
+        [ "$(readlink "$BIN_DIR/$unit" 2>/dev/null)" != "/opt/emag-sync/venv/bin/$unit" ] || run rm -f "$BIN_DIR/$unit"
+    done
     run rm -rf "$OPT"
     if [ "$PURGE" -eq 1 ]; then
         for unit in "${UNITS[@]}"; do run rm -rf "$UNIT_DIR/$unit.d"; done
@@ -493,8 +534,10 @@ uninstall() {
         if [ "$SYSTEM" -eq 1 ] && id -u "$SERVICE_USER" >/dev/null 2>&1; then run userdel "$SERVICE_USER"; fi
         say "purged $ETC. The database is kept; to drop emag-sync's tables, as a PostgreSQL superuser:"
         say "  psql -d YOUR_DB -c 'DROP SCHEMA emag_sync CASCADE'   (the schema named in [database].schema)"
-    else
+    elif [ -d "$ETC" ]; then
         say "kept $ETC (config and secrets) and the database; --uninstall --purge removes $ETC too"
+    else
+        say "removed; there is no $ETC to keep (purged before?), and the database is kept"
     fi
 }
 

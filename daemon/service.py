@@ -14,7 +14,6 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable
 
 import anyio
 import structlog
@@ -24,13 +23,12 @@ from daemon.config import ConfigError, Settings, load
 from daemon.constants import EXIT_OK
 from daemon.notify import Notifier, watchdog_loop
 from daemon.scheduler import Scheduler
-from daemon.store import Store, StoreRejected, StoreUnavailable
+from daemon.store import Store, StoreUnavailable
+from daemon.store.store import DB_RETRY_MAX_S
 from daemon.sync.runner import Marketplace
 
 log = structlog.get_logger("daemon.service")
 
-DB_RETRY_MIN_S = 1.0
-DB_RETRY_MAX_S = 30.0
 DEFERRED_CLOSE_EVERY_S = 2.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # After a stop signal: the drain grace, then this long for cancelled runs to close their
@@ -38,25 +36,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # database or network that stopped answering mid-close); rows left running are failed by
 # the monitor once their heartbeat is stale, as for any process that dies.
 STOP_MARGIN_S = 4.5
-
-
-async def open_store(settings: Settings, notifier: Notifier, *, application_name: str = "emag-sync",
-                     tick: Callable[[], None] = lambda: None) -> Store:
-    """Connect, retrying with capped exponential backoff while STATUS= says why (no crash loop)."""
-    delay, attempt = DB_RETRY_MIN_S, 0
-    while True:
-        attempt += 1
-        tick()
-        try:
-            return await Store.open(settings.database, max_size=settings.pool_size,
-                                    application_name=application_name)
-        except StoreRejected:
-            raise  # a wrong password or database name: exit 78, no point waiting
-        except StoreUnavailable as exc:
-            notifier.status(f"waiting for database (attempt {attempt}, retry in {delay:.0f}s): {exc}"[:200])
-            log.warning("service.database_unavailable", attempt=attempt, retry_in_s=delay, error=str(exc))
-            await anyio.sleep(delay)
-            delay = min(delay * 2, DB_RETRY_MAX_S)
 
 
 class Service:
@@ -74,8 +53,10 @@ class Service:
             return self.scheduler.alive()
         return time.monotonic() - self._last_tick < DB_RETRY_MAX_S + self.settings.database.connect_timeout_s + 10
 
-    def _tick(self) -> None:
+    def _waiting(self, attempt: int, retry_in_s: float, error: StoreUnavailable) -> None:
         self._last_tick = time.monotonic()
+        self.notifier.status(f"waiting for database (attempt {attempt}, retry in {retry_in_s:.0f}s): {error}"[:200])
+        log.warning("service.database_unavailable", attempt=attempt, retry_in_s=retry_in_s, error=str(error))
 
     async def serve(self) -> int:
         self._stop = anyio.Event()
@@ -86,7 +67,8 @@ class Service:
             log.info("service.ready", accounts=",".join(self.settings.names))
             with anyio.CancelScope() as connecting:
                 tg.start_soon(self._cancel_on_stop, connecting)
-                store = await open_store(self.settings, self.notifier, tick=self._tick)
+                store = await Store.open_when_up(self.settings.database, max_size=self.settings.pool_size,
+                                                 application_name="emag-sync", on_wait=self._waiting)
             if not connecting.cancelled_caught:
                 try:
                     await store.check_schema()  # SchemaMismatch -> the CLI exits 79, the unit won't restart

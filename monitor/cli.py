@@ -53,8 +53,8 @@ async def once(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def run(settings: Settings) -> int:
-    return await MonitorService(settings).serve()
+async def run(settings: Settings, config_path: str | None) -> int:
+    return await MonitorService(settings, config_path=config_path).serve()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load(args.config, need_secrets=False)
         logs.configure(settings.log.format, settings.log.level)
         try:
-            return anyio.run(once if args.command == "once" else run, settings)
+            if args.command == "once":
+                return anyio.run(once, settings)
+            return anyio.run(run, settings, args.config)
         except OSError as exc:  # e.g. the listen address is taken
             return fail(PROG, f"cannot serve on {settings.monitor.host}:{settings.monitor.port}: {exc}",
                         EXIT_FAILED)

@@ -45,15 +45,16 @@ async def run_pass(store: Store, settings: Settings, state: MonitorState, by: st
     return report
 
 
-async def recovery_loop(store: Store, settings: Settings, state: MonitorState, by: str,
+async def recovery_loop(store: Store, settings: Callable[[], Settings], state: MonitorState, by: str,
                         on_pass: Callable[[], None] = lambda: None) -> None:
-    """Every interval_s until cancelled. A database error is recorded (healthz 503,
-    emag_sync_up 0) and the loop goes on; any other error ends the task group loudly."""
+    """Every interval_s until cancelled, with the settings of the moment (a reload changes
+    them). A database error is recorded (healthz 503, emag_sync_up 0) and the loop goes on;
+    any other error ends the task group loudly."""
     while True:
         try:
-            await run_pass(store, settings, state, by)
+            await run_pass(store, settings(), state, by)
         except StoreError as exc:
             state.record_failure(str(exc))
             log.error("monitor.pass_failed", error=str(exc))
         on_pass()
-        await anyio.sleep(settings.monitor.interval_s)
+        await anyio.sleep(settings().monitor.interval_s)

@@ -5,7 +5,8 @@ connection and recovery loop, the watchdog and the signal watcher; a failing tas
 stops the process loudly. The HTTP server comes first: while the database is
 unreachable the monitor already answers /healthz 503 and `emag_sync_up 0`, retries
 with capped backoff (STATUS=waiting for database ...), and READY=1 is sent as soon as
-it is serving, so `systemctl start` does not time out on a database outage.
+it is serving, so `systemctl start` does not time out on a database outage. SIGHUP
+re-reads the configuration; a bad file keeps the running one.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import time
 import anyio
 import structlog
 
-from daemon.config import Settings
+from daemon import logs
+from daemon.config import ConfigError, Settings, load
 from daemon.constants import EXIT_OK
 from daemon.notify import Notifier, watchdog_loop
 from daemon.store import SchemaMismatch, Store, StoreUnavailable
+from daemon.store.store import DB_RETRY_MAX_S
 from daemon.store.recovery import monitor_identity
 from monitor.http import MonitorContext, serve_http
 from monitor.recovery_loop import recovery_loop
@@ -27,20 +30,19 @@ from monitor.state import MonitorState
 
 log = structlog.get_logger("monitor.service")
 
-DB_RETRY_MIN_S = 1.0
-DB_RETRY_MAX_S = 30.0
 POOL_SIZE = 4  # passes, scrapes and health checks; the monitor holds no long leases
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+APPLICATION_NAME = "emag-sync-monitor"
 
 
 async def open_monitor_store(settings: Settings) -> Store:
     """A small pool whose per-statement client timeout is the database's setting."""
-    return await Store.open(settings.database, max_size=POOL_SIZE, application_name="emag-sync-monitor")
+    return await Store.open(settings.database, max_size=POOL_SIZE, application_name=APPLICATION_NAME)
 
 
 class MonitorService:
-    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, notifier: Notifier | None = None, config_path: str | None = None) -> None:
+        self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.ctx = MonitorContext(settings, MonitorState())
         self.by = monitor_identity()
@@ -52,6 +54,10 @@ class MonitorService:
     @property
     def state(self) -> MonitorState:
         return self.ctx.state
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
 
     def stop(self) -> None:
         """What SIGTERM does; tests call it directly."""
@@ -96,24 +102,20 @@ class MonitorService:
         self.ctx.store = store
         self.state.database_up = True
         log.info("monitor.database_connected")
-        await recovery_loop(store, self.settings, self.state, self.by,
+        await recovery_loop(store, lambda: self.settings, self.state, self.by,
                             on_pass=lambda: self.notifier.status(self.state.status_line()))
 
     async def _connect(self) -> Store:
-        delay, attempt = DB_RETRY_MIN_S, 0
-        while True:
-            attempt += 1
-            try:
-                return await open_monitor_store(self.settings)
-            except StoreUnavailable as exc:
-                self.state.last_error = str(exc)
-                self.state.database_up = False
-                self.state.tick()
-                self.notifier.status(f"waiting for database (attempt {attempt}, retry in {delay:.0f}s): "
-                                     f"{exc}"[:200])
-                log.warning("monitor.database_unavailable", attempt=attempt, retry_in_s=delay, error=str(exc))
-                await anyio.sleep(delay)
-                delay = min(delay * 2, DB_RETRY_MAX_S)
+        def waiting(attempt: int, retry_in_s: float, error: StoreUnavailable) -> None:
+            self.state.last_error = str(error)
+            self.state.tick()
+            self.notifier.status(f"waiting for database (attempt {attempt}, retry in {retry_in_s:.0f}s): "
+                                 f"{error}"[:200])
+            log.warning("monitor.database_unavailable", attempt=attempt, retry_in_s=retry_in_s, error=str(error))
+
+        # A database that refuses us is waited for too: the monitor is what reports it (emag_sync_up 0).
+        return await Store.open_when_up(self.settings.database, max_size=POOL_SIZE,
+                                        application_name=APPLICATION_NAME, on_wait=waiting, wait_on_rejection=True)
 
     async def _stop_on_request(self, scope: anyio.CancelScope) -> None:
         await self._stop.wait()
@@ -122,10 +124,33 @@ class MonitorService:
         scope.cancel()
 
     async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        with anyio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                    continue
                 log.info("monitor.signal", signal=signal.Signals(signum).name)
                 self.stop()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration (intervals, thresholds, retention, accounts, log);
+        a bad file keeps the running one. The listen address and the database need a restart."""
+        self.notifier.reloading()
+        try:
+            new = load(self.config_path, need_secrets=False)
+        except ConfigError as exc:
+            log.error("monitor.reload_failed", error=str(exc))
+            self.notifier.ready(f"reload failed, kept the previous configuration: {exc}"[:200])
+            return
+        logs.configure(new.log.format, new.log.level)
+        old = self.settings
+        for key, before, after in (("monitor.listen", (old.monitor.host, old.monitor.port),
+                                    (new.monitor.host, new.monitor.port)), ("database", old.database, new.database)):
+            if before != after:
+                log.warning("monitor.reload_needs_restart", key=key, reason="kept until the monitor restarts")
+        self.ctx.settings = new
+        log.info("monitor.reloaded", accounts=",".join(new.names), interval_s=new.monitor.interval_s)
+        self.notifier.ready(self.state.status_line())
 
 
 async def serve(settings: Settings) -> int:

@@ -162,7 +162,7 @@ def test_dry_run_upgrade_prints_steps_and_changes_nothing(root: Path, fake_venv:
         "check-config",                           # the NEW venv checks the config before the switch
         "ln -sfn venv-", "mv -T", "venv.previous", "install -m 0644",
     ])
-    check = next(s for s in steps(proc) if s.endswith("check-config"))
+    check = next(s for s in steps(proc) if s.endswith("check-config --secrets"))
     assert "CREDENTIALS_DIRECTORY=" in check and "/opt/emag-sync/venv-" in check
     staged = {s.rsplit("/", 1)[1] for s in steps(proc) if s.startswith("install -m 0400")}
     assert staged == {"main.password", "fbe.password"}
@@ -178,11 +178,11 @@ def test_dry_run_on_the_real_system_prints_the_system_steps() -> None:
         pass
     if not clean:
         pytest.skip("this host has emag-sync installed; the first-install dry run would differ")
-    proc = deploy("--dry-run")
+    proc = deploy("--dry-run", env={"PYTHON": "/usr/bin/python3"})
     assert proc.returncode == 0, proc.stderr
     assert_in_order(steps(proc), [
         "useradd --system", "install -d -m 0755 /opt/emag-sync", "install -d -m 0750 /etc/emag-sync",
-        "install -m 0640", "chown root:emag-sync /etc/emag-sync", "python3 -m venv /opt/emag-sync/venv-",
+        "install -m 0640", "chown root:emag-sync /etc/emag-sync", "/usr/bin/python3 -m venv /opt/emag-sync/venv-",
         "ln -sfn venv-", "mv -T", "/etc/systemd/system/emag-sync.service",
         "systemctl daemon-reload", "systemctl enable emag-sync.service emag-sync-monitor.service",
     ])
@@ -322,3 +322,43 @@ def test_real_venv_build_installs_working_console_scripts(root: Path, tmp_path: 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "check-config" in proc.stdout and "from-the-credential" not in proc.stdout + proc.stderr
     assert len(venv_dirs(opt)) == 2
+
+
+def test_an_interpreter_the_service_user_cannot_run_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    home_python = tmp_path / "home" / "op" / "python3"  # pyenv, conda, ~/.local: under a home directory
+    home_python.parent.mkdir(parents=True)
+    home_python.symlink_to(sys.executable)
+    fake_home = f"/home/op-{os.getpid()}"
+    link = Path(fake_home)
+    if link.exists():
+        pytest.skip(f"{fake_home} exists")
+    link.symlink_to(home_python.parent)
+    try:
+        proc = deploy("--dry-run", env={"PYTHON": f"{fake_home}/python3"})
+    finally:
+        link.unlink()
+    assert proc.returncode != 0
+    assert "ProtectHome=yes" in proc.stderr and "PYTHON=/usr/bin/python3" in proc.stderr
+
+
+def test_first_install_names_the_credentials_the_unit_already_loads(root: Path, fake_venv: Path) -> None:
+    proc = deploy("--venv-from", str(fake_venv), root=root)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{root}/etc/emag-sync/main.password" in proc.stdout and f"{root}/etc/emag-sync/fbe.password" in proc.stdout
+    assert "make\n       emag-sync.service load each one" not in proc.stdout
+
+
+def test_commands_on_path_and_monitoring_files_installed_and_removed(root: Path, fake_venv: Path) -> None:
+    etc, opt = configured(root, fake_venv)
+    bin_dir = root / "usr/local/bin"
+    for cmd in ("emag-sync", "emag-sync-monitor"):
+        assert os.readlink(bin_dir / cmd) == f"/opt/emag-sync/venv/bin/{cmd}"  # follows upgrades and rollbacks
+    share = opt / "share"
+    assert (share / "prometheus/alerts.yml").read_text() == (REPO / "config/prometheus/alerts.yml").read_text()
+    assert (share / "grafana/emag-sync.json").exists() and (share / "prometheus/prometheus.yml.example").exists()
+    example = (share / "prometheus/prometheus.yml.example").read_text()
+    assert "/opt/emag-sync/share/prometheus/alerts.yml" in example  # valid as installed
+    assert deploy("--uninstall", "--purge", root=root).returncode == 0
+    assert not any(bin_dir.iterdir())
+    proc = deploy("--uninstall", root=root)
+    assert proc.returncode == 0 and f"kept {etc}" not in proc.stdout  # nothing left to keep

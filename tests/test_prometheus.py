@@ -77,8 +77,10 @@ def test_every_alert_has_firing_and_silent_cases() -> None:
 @needs_promtool
 def test_example_scrape_config_is_valid(tmp_path: Path) -> None:
     text = (CONFIG / "prometheus.yml.example").read_text()
+    installed = "/opt/emag-sync/share/prometheus/alerts.yml"  # where deploy_sync_system.sh puts it (test_deploy)
+    assert installed in text
     config = tmp_path / "prometheus.yml"
-    config.write_text(text.replace("/etc/prometheus/emag-sync-alerts.yml", str(CONFIG / "alerts.yml")))
+    config.write_text(text.replace(installed, str(CONFIG / "alerts.yml")))
     result = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -40,13 +40,14 @@ def parse_unit(unit: str) -> dict[str, dict[str, list[str]]]:
 def local_copy(tmp_path: Path, unit: str) -> Path:
     """The unit with ExecStart pointing at an executable that exists on this machine: the
     console script of the venv running the tests, else /bin/true."""
-    script = unit.removesuffix(".service")
-    installed = Path(sys.executable).parent / script
-    target = str(installed) if os.access(installed, os.X_OK) else "/bin/true"
     text = (REPO / "systemd" / unit).read_text()
-    assert f"/opt/emag-sync/venv/bin/{script} " in text
+    assert f"/opt/emag-sync/venv/bin/{unit.removesuffix('.service')} " in text
+    for script in ("emag-sync-monitor", "emag-sync"):  # the longer name first: it holds the shorter
+        installed = Path(sys.executable).parent / script
+        target = str(installed) if os.access(installed, os.X_OK) else "/bin/true"
+        text = text.replace(f"/opt/emag-sync/venv/bin/{script} ", f"{target} ")
     path = tmp_path / unit
-    path.write_text(text.replace(f"/opt/emag-sync/venv/bin/{script}", target))
+    path.write_text(text)
     return path
 
 
@@ -124,19 +125,37 @@ def test_identity_and_hardening_directives(unit: str) -> None:
     assert "IPAddressAllow" not in svc and "IPAddressDeny" not in svc
 
 
-def test_daemon_reloads_on_sighup_and_gets_each_accounts_password() -> None:
+CHECK = "/opt/emag-sync/venv/bin/emag-sync --config /etc/emag-sync/emag-sync.toml check-config"
+
+
+@pytest.mark.parametrize(("unit", "check"), [("emag-sync.service", f"{CHECK} --secrets --quiet"),
+                                             ("emag-sync-monitor.service", f"{CHECK} --quiet")])
+def test_reload_checks_the_file_before_sighup(unit: str, check: str) -> None:
+    svc = parse_unit(unit)["Service"]
+    assert svc["ExecReload"] == [check, "/bin/kill -HUP $MAINPID"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_clean_stops_do_not_use_up_the_start_limit(unit: str) -> None:
+    svc = parse_unit(unit)["Service"]
+    (post,) = svc["ExecStopPost"]
+    assert post.startswith("+/bin/sh -c ") and '"$$SERVICE_RESULT" = success' in post
+    assert "systemctl reset-failed %n" in post
+
+
+def test_daemon_gets_each_accounts_password_and_a_start_deadline() -> None:
     svc = parse_unit("emag-sync.service")["Service"]
-    assert svc["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     creds = dict(value.split(":", 1) for value in svc["LoadCredential"])
     assert creds == {"main.password": "/etc/emag-sync/main.password",
                      "fbe.password": "/etc/emag-sync/fbe.password"}
-    # waiting for PostgreSQL before READY=1 must not count as a failed start
-    assert svc["TimeoutStartSec"] == ["infinity"]
+    # READY=1 comes before the database (it waits on its own), so the start has a deadline again
+    assert seconds(svc["TimeoutStartSec"][0]) <= 120
 
 
-def test_monitor_gets_no_secrets() -> None:
-    svc = parse_unit("emag-sync-monitor.service")["Service"]
-    assert "LoadCredential" not in svc and "ExecReload" not in svc
+def test_monitor_gets_no_secrets_and_starts_on_its_own() -> None:
+    unit = parse_unit("emag-sync-monitor.service")
+    assert "LoadCredential" not in unit["Service"]
+    assert "emag-sync.service" not in " ".join(unit["Unit"].get("After", []) + unit["Unit"].get("Requires", []))
 
 
 def test_monitor_starts_without_account_secrets(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import anyio
 import asyncpg
@@ -30,6 +30,7 @@ _REJECTED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPass
 # Anything the driver raises (the _REJECTED are PostgresErrors too), for best-effort cleanup.
 _DRIVER_ERRORS = (asyncpg.PostgresError, *_UNAVAILABLE)
 
+DB_RETRY_MIN_S, DB_RETRY_MAX_S = 1.0, 30.0  # connecting: capped exponential backoff
 CLOSE_ATTEMPT_S = 1.25  # each way of closing a run's row: on its own session, then on a fresh one
 POOL_CLOSE_S = 1.0  # a graceful pool close; past it, connections are dropped
 
@@ -125,6 +126,25 @@ class Store:
                 server_settings={"application_name": application_name},
             )
         return cls(pool, settings, size)
+
+    @classmethod
+    async def open_when_up(cls, settings: DatabaseSettings, *, max_size: int, application_name: str,
+                           on_wait: Callable[[int, float, StoreUnavailable], None],
+                           wait_on_rejection: bool = False) -> Store:
+        """Open, retrying with capped exponential backoff while the database is unavailable;
+        on_wait(attempt, retry_in_s, error) says so each time. A database that refuses
+        database.url raises StoreRejected at once, unless wait_on_rejection."""
+        delay, attempt = DB_RETRY_MIN_S, 0
+        while True:
+            attempt += 1
+            try:
+                return await cls.open(settings, max_size=max_size, application_name=application_name)
+            except StoreUnavailable as exc:
+                if isinstance(exc, StoreRejected) and not wait_on_rejection:
+                    raise
+                on_wait(attempt, delay, exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX_S)
 
     async def close(self) -> None:
         """Close the pool, gracefully for at most POOL_CLOSE_S: a dead server never holds us."""
