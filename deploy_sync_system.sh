@@ -368,6 +368,8 @@ install_or_upgrade() {
     if [ ! -e "$CONFIG" ]; then
         run install -m 0640 "$REPO/config/emag-sync.toml.example" "$CONFIG"
         fresh=1
+    elif cmp -s "$CONFIG" "$REPO/config/emag-sync.toml.example"; then
+        fresh=1  # still the untouched example: a first install that was interrupted, or run twice
     fi
     run chmod 0750 "$ETC"
     run chmod 0640 "$CONFIG"
@@ -417,7 +419,7 @@ install_or_upgrade() {
         local loaded
         loaded="$(credentials | sed "s|^[^:]*:|       $ROOT|")"
         cat <<EOF
-==> first install: $CONFIG was created from the example; the units are installed and
+==> first install: $CONFIG holds the example configuration; the units are installed and
     enabled but not started.
     1. edit $CONFIG (database url, accounts)
     2. put each account's eMAG password in its file (root:root, mode 0600); emag-sync.service

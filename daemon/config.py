@@ -170,8 +170,10 @@ def _read_secret(key: str, path: Path) -> str:
     return secret
 
 
-def _credential(env: Mapping[str, str], file_name: str, key: str) -> str | None:
-    """systemd's copy of a secret, $CREDENTIALS_DIRECTORY/<file_name>, if the unit loads one."""
+def _credential(env: Mapping[str, str], file_name: str, key: str, required: bool = True) -> str | None:
+    """systemd's copy of a secret, $CREDENTIALS_DIRECTORY/<file_name>, if the unit loads one.
+    An unreadable directory is an error when the secret is `required`; otherwise it is
+    passed over (systemd 252 hides it from ExecReload= commands, which check the file only)."""
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
     if not cred_dir:
         return None
@@ -180,6 +182,8 @@ def _credential(env: Mapping[str, str], file_name: str, key: str) -> str | None:
         if not path.exists():
             return None
     except OSError as exc:  # the directory itself is unreadable to this user
+        if not required:
+            return None
         raise ConfigError(f"{key}: cannot read $CREDENTIALS_DIRECTORY ({cred_dir}): {exc.strerror}") from None
     return _read_secret(key, path)
 
@@ -230,13 +234,13 @@ def _accounts(doc: Mapping[str, Any], schedule: ScheduleSettings, env: Mapping[s
     return tuple(result)
 
 
-def _database_password(table: dict[str, Any], env: Mapping[str, str], base: Path) -> str:
+def _database_password(table: dict[str, Any], env: Mapping[str, str], base: Path, need_secrets: bool) -> str:
     """database.url with its password: systemd's $CREDENTIALS_DIRECTORY/database.password, else
     `password_file` (0640 root:emag-sync, so the services and operators of the group read it),
     else whatever the URL holds."""
     url = normalize_dsn("database.url", table["url"])
     path = table.pop("password_file", None)
-    secret = _credential(env, "database.password", "database.password")
+    secret = _credential(env, "database.password", "database.password", required=need_secrets)
     if secret is None and path is not None:
         secret = _read_secret("database.password_file", base / _string()("database.password_file", path))
     if secret is None:
@@ -344,7 +348,7 @@ def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), s
     database = dict(_table(doc, "database"))
     if "url" not in database:
         raise ConfigError("database.url: missing (or set DATABASE_URL)")
-    database["url"] = _database_password(database, env, base)
+    database["url"] = _database_password(database, env, base, need_secrets)
     schedule = _section(_table(doc, "schedule"), ScheduleSettings, "schedule", _SCHEDULE_CHECKS)
     monitor = _monitor(dict(_table(doc, "monitor")), env)
     sync = _section(_table(doc, "sync"), SyncSettings, "sync", _SYNC_CHECKS)

@@ -128,11 +128,10 @@ def test_identity_and_hardening_directives(unit: str) -> None:
 CHECK = "/opt/emag-sync/venv/bin/emag-sync --config /etc/emag-sync/emag-sync.toml check-config"
 
 
-@pytest.mark.parametrize(("unit", "check"), [("emag-sync.service", f"{CHECK} --secrets --quiet"),
-                                             ("emag-sync-monitor.service", f"{CHECK} --quiet")])
-def test_reload_checks_the_file_before_sighup(unit: str, check: str) -> None:
+@pytest.mark.parametrize("unit", UNITS)
+def test_reload_checks_the_file_before_sighup(unit: str) -> None:
     svc = parse_unit(unit)["Service"]
-    assert svc["ExecReload"] == [check, "/bin/kill -HUP $MAINPID"]
+    assert svc["ExecReload"] == [f"{CHECK} --quiet", "/bin/kill -HUP $MAINPID"]
 
 
 @pytest.mark.parametrize("unit", UNITS)
