@@ -49,11 +49,13 @@ def history_text(runs: Sequence[dict[str, Any]]) -> str:
         took = (r["finished_at"] - r["started_at"]) if r["finished_at"] else None
         pages = f"{r['pages_done']}/{r['pages_total']}" if r["pages_total"] is not None else str(r["pages_done"])
         error = (r["error"] or "")[:70]
+        p95 = r["api_latency_p95_s"]
         rows.append((r["id"], r["account"], r["resource"], r["mode"], r["status"], _when(r["started_at"]),
                      duration(took), pages, r["items_seen"], r["items_written"], r["items_unchanged"],
-                     r["api_requests"], r["api_throttled"], error))
+                     r["api_requests"], r["api_throttled"], "-" if p95 is None else f"{p95:.2f}s",
+                     duration(r["api_wait_s"]), error))
     return table(("ID", "ACCOUNT", "RESOURCE", "MODE", "STATUS", "STARTED", "TOOK", "PAGES", "SEEN",
-                  "WRITTEN", "UNCHANGED", "REQ", "429", "ERROR"), rows)
+                  "WRITTEN", "UNCHANGED", "REQ", "429", "P95", "WAITED", "ERROR"), rows)
 
 
 def status_text(running: Sequence[dict[str, Any]], last: Sequence[dict[str, Any]],

@@ -9,12 +9,14 @@ names, no customer data reach a label.
 
 from __future__ import annotations
 
+import platform
 import time
 from typing import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from daemon import __version__
 from daemon.config import Settings
 from daemon.constants import TERMINAL_STATUSES
 from daemon.store.observe import Snapshot
@@ -22,7 +24,8 @@ from monitor.state import MonitorState
 
 PAIR = ["account", "resource"]
 ERROR_STATUSES = ("failed", "timeout")
-TOTAL_FIELDS = ("items_seen", "items_written", "api_requests", "api_retries", "api_throttled")
+TOTAL_FIELDS = ("items_seen", "items_written", "api_requests", "api_retries", "api_throttled", "api_wait_s")
+LATENCY_QUANTILES = (("0.5", "api_latency_p50_s"), ("0.95", "api_latency_p95_s"), ("1", "api_latency_max_s"))
 
 
 class Collector:
@@ -33,6 +36,10 @@ class Collector:
         up = GaugeMetricFamily("emag_sync_up", "1 when the monitor could read the database for this scrape")
         up.add_metric([], 1.0 if self.snapshot is not None else 0.0)
         yield up
+        build = GaugeMetricFamily("emag_sync_build_info", "The emag-sync release this monitor runs (always 1)",
+                                  labels=["version", "python"])
+        build.add_metric([__version__, platform.python_version()], 1.0)
+        yield build
         yield from self._config()
         yield from self._own()
         if self.snapshot is not None:
@@ -110,10 +117,12 @@ class Collector:
             for name in TOTAL_FIELDS[2:]:
                 acc[name] += getattr(run, name)
         yield from (runs, errors, items_seen, items_written)
-        helps = {"api_requests": "eMAG API requests made by runs (ended and running)",
-                 "api_retries": "eMAG API requests retried", "api_throttled": "eMAG API answers 429 (throttled)"}
-        for name, text in helps.items():
-            family = CounterMetricFamily(f"emag_sync_{name}", text, labels=["account"])
+        helps = {"api_requests": ("api_requests", "eMAG API requests made by runs (ended and running)"),
+                 "api_retries": ("api_retries", "eMAG API requests retried"),
+                 "api_throttled": ("api_throttled", "eMAG API answers 429 (throttled)"),
+                 "api_wait_s": ("api_wait_seconds", "Seconds runs waited on the login's rate limiter")}
+        for name, (metric, text) in helps.items():
+            family = CounterMetricFamily(f"emag_sync_{metric}", text, labels=["account"])
             for account, acc in sorted(per_account.items()):
                 family.add_metric([account], acc[name])
             yield family
@@ -140,6 +149,9 @@ class Collector:
                                     "Rows inserted or changed by the last completed run", labels=PAIR)
         status = GaugeMetricFamily("emag_sync_last_run_status", "1 for the final status of the pair's last "
                                    "ended run, 0 for the others", labels=[*PAIR, "status"])
+        latency = GaugeMetricFamily("emag_sync_api_latency_seconds", "eMAG API request latency in the last "
+                                    "completed run: median, 95th percentile and maximum (quantile 1)",
+                                    labels=[*PAIR, "quantile"])
         for p in snap.pairs:
             labels = [p["account"], p["resource"]]
             if p["last_success_ts"] is not None:
@@ -147,10 +159,13 @@ class Collector:
                 duration.add_metric(labels, p["last_success_duration_s"])
                 seen.add_metric(labels, p["last_success_items_seen"])
                 written.add_metric(labels, p["last_success_items_written"])
+                for quantile, column in LATENCY_QUANTILES:
+                    if p[column] is not None:
+                        latency.add_metric([*labels, quantile], p[column])
             if p["last_status"] is not None:
                 for st in TERMINAL_STATUSES:
                     status.add_metric([*labels, st], 1.0 if st == p["last_status"] else 0.0)
-        return (success, duration, seen, written, status)
+        return (success, duration, seen, written, status, latency)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

@@ -18,6 +18,8 @@ import aiohttp
 import anyio
 import asyncpg
 import pytest
+
+from daemon import __version__
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.notify import Notifier
@@ -97,6 +99,11 @@ async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
     holder = await asyncpg.connect(db_url)
     try:
         ids = await seed(conn)
+        await conn.execute(f"UPDATE {SCHEMA}.sync_runs SET api_latency_p50_s = 0.2, api_latency_p95_s = 0.9, "
+                           "api_latency_max_s = 2.5 WHERE id = $1", ids["ok_last"])
+        await conn.execute(f"UPDATE {SCHEMA}.sync_run_totals SET api_wait_s = 12.5 WHERE account = 'main' "
+                           "AND resource = 'offers' AND status = 'completed'")
+        await conn.execute(f"UPDATE {SCHEMA}.sync_runs SET api_wait_s = 1.5 WHERE id = $1", ids["alive"])
         await holder.execute("SELECT pg_advisory_lock($1)", lock_key(SCHEMA, "main", "offers"))
         state = MonitorState()
         report = await run_pass(store, settings, state, "emag-sync-monitor test:1")
@@ -131,6 +138,15 @@ async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
                                                  (("account", "fbe"),): 0}
     assert m["emag_sync_api_retries_total"][(("account", "main"),)] == 6
     assert m["emag_sync_api_throttled_total"][(("account", "main"),)] == 1 + 2 + 5
+    assert m["emag_sync_api_wait_seconds_total"] == {(("account", "main"),): 12.5 + 1.5, (("account", "fbe"),): 0}
+    # is eMAG slow, or are we: the last completed run's latency quantiles
+    latency = m["emag_sync_api_latency_seconds"]
+    assert t["emag_sync_api_latency_seconds"] == "gauge"
+    assert {q: latency[pair("main", "offers", quantile=q)] for q in ("0.5", "0.95", "1")} == {
+        "0.5": 0.2, "0.95": 0.9, "1": 2.5}
+    assert pair("main", "orders", quantile="0.5") not in latency  # its run recorded none (older release)
+    (build,) = m["emag_sync_build_info"]
+    assert dict(build)["version"] == __version__ and m["emag_sync_build_info"][build] == 1
     # last success per pair
     success = m["emag_sync_last_success_timestamp_seconds"]
     assert t["emag_sync_last_success_timestamp_seconds"] == "gauge"
@@ -164,7 +180,7 @@ async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
     assert abs(m["emag_sync_monitor_last_pass_timestamp_seconds"][()] - time.time()) < 30
     # nothing unbounded or secret in any label
     labels = {k for series in m.values() for key in series for k, _ in key}
-    assert labels <= {"account", "resource", "status", "reason", "result"}
+    assert labels <= {"account", "resource", "status", "reason", "result", "quantile", "version", "python"}
     assert "pw-secret" not in text and "h:" not in text
 
 

@@ -66,7 +66,7 @@ def test_every_alert_has_firing_and_silent_cases() -> None:
     rules = (CONFIG / "alerts.yml").read_text()
     tests = (CONFIG / "alerts_test.yml").read_text()
     names = [line.split(":", 1)[1].strip() for line in rules.splitlines() if line.strip().startswith("- alert:")]
-    assert len(names) == 8
+    assert len(names) == 9
     blocks = tests.split("- eval_time:")[1:]
     for name in names:
         mine = [b for b in blocks if f"alertname: {name}\n" in b]
@@ -93,7 +93,8 @@ async def test_grafana_dashboard_is_valid_and_its_history_sql_runs(db_url: str) 
     exprs = " ".join(t.get("expr", "") for p in panels for t in p["targets"])
     for name in ("emag_sync_last_success_timestamp_seconds", "emag_sync_runs_total", "emag_sync_duration_seconds",
                  "emag_sync_last_success_items_seen", "emag_sync_api_throttled_total",
-                 "emag_sync_recovered_syncs_total"):
+                 "emag_sync_recovered_syncs_total", "emag_sync_api_latency_seconds",
+                 "emag_sync_api_wait_seconds_total", "emag_sync_build_info"):
         assert name in exprs, name
     sql = [t["rawSql"] for p in panels for t in p["targets"] if "rawSql" in t]
     assert len(sql) == 1 and "emag_sync.sync_runs" in sql[0]

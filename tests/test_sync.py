@@ -195,3 +195,17 @@ async def test_heartbeat_advances_while_waiting_on_the_api(db_url: str, market: 
             (result,) = await sync(settings, resources=("offers",))
     assert result.status == "completed"
     assert len(set(beats)) >= 5  # the row kept beating while page 1 hung for 2.5 s
+
+
+async def test_each_run_records_the_api_latency_and_the_rate_limiter_wait(db_url: str, market: Market) -> None:
+    # eMAG answering in 80 ms, its limits on: the latency is eMAG's, the rest of the time our limiter's
+    async with Sandbox(market, rate_mode="sliding", latency_s=0.08) as sb:
+        (result,) = await sync(make_settings(db_url, sb.base_url, accounts=("main",)), resources=("offers",))
+    progress = result.progress
+    assert result.status == "completed" and progress.api_requests == 6  # count + 5 pages
+    assert 0.08 <= progress.api_latency_p50_s <= progress.api_latency_p95_s <= progress.api_latency_max_s < 1.0
+    # 6 requests at 3/s: at least ~1.5 s spent waiting for the limiter, not on eMAG
+    assert progress.api_wait_s >= 1.3
+    (row,) = await _runs(db_url)
+    assert (row["api_latency_p50_s"], row["api_latency_p95_s"], row["api_latency_max_s"], row["api_wait_s"]) == (
+        progress.api_latency_p50_s, progress.api_latency_p95_s, progress.api_latency_max_s, progress.api_wait_s)

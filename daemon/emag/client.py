@@ -11,9 +11,11 @@ No aiohttp exception leaves this module, and no message carries the credentials.
 from __future__ import annotations
 
 import base64
+import bisect
+import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import aiohttp
@@ -35,14 +37,26 @@ THROTTLE_PAUSE_S = 1.0  # a 429 without Retry-After holds the account's limiter 
 
 
 @dataclass
-class RequestStats:
-    """Counters a sync run persists; the client updates them (mutable on purpose)."""
+class ApiStats:
+    """What a caller's requests cost; the client updates them (mutable on purpose)."""
 
     requests: int = 0  # attempts that passed the rate limiter and went out
     retries: int = 0  # attempts repeated after a retryable failure
     throttled: int = 0  # HTTP 429 answers
     errors: int = 0  # failed attempts of any kind
     last_error: str | None = None
+    wait_s: float = 0.0  # time spent waiting on the login's rate limiter
+    latencies_s: list[float] = field(default_factory=list)  # each attempt, sent to answered; kept sorted
+
+    def record_latency(self, seconds: float) -> None:
+        bisect.insort(self.latencies_s, seconds)
+
+    def latency_s(self, quantile: float) -> float | None:
+        """The latency at `quantile` (0..1, nearest rank); None before any request."""
+        ordered = self.latencies_s
+        if not ordered:
+            return None
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(quantile * len(ordered)) - 1))]
 
 
 def basic_auth_header(username: str, password: str) -> str:
@@ -60,14 +74,14 @@ class EmagClient:
 
     def __init__(self, base_url: str, username: str, password: str, limiter: AccountLimiter, *,
                  connect_timeout_s: float = 10.0, read_timeout_s: float = 60.0, retry: RetryPolicy = RetryPolicy(),
-                 rng: random.Random | None = None, stats: RequestStats | None = None) -> None:
+                 rng: random.Random | None = None, stats: ApiStats | None = None) -> None:
         # Credentials come from username/password only, never from user:password@ in the URL.
         self.base_url = str(yarl.URL(base_url).with_user(None)).rstrip("/")
         self.limiter = limiter
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
         self.retry = retry
         self.rng = rng if rng is not None else random.Random()
-        self.stats = stats if stats is not None else RequestStats()
+        self.stats = stats if stats is not None else ApiStats()
         self._auth = basic_auth_header(username, password)
         self._secrets = tuple(s for s in (password, self._auth, self._auth.partition(" ")[2]) if s)
         self._session: aiohttp.ClientSession | None = None
@@ -91,7 +105,7 @@ class EmagClient:
                 await session.close()
 
     async def read(self, resource: str, page: int, per_page: int, filters: Mapping[str, Any],
-                   *, stats: RequestStats | None = None) -> list[dict[str, Any]]:
+                   *, stats: ApiStats | None = None) -> list[dict[str, Any]]:
         """One page of `{resource}/read`; `[]` past the last page."""
         payload = {"currentPage": page, "itemsPerPage": per_page, **filters}
         results = await self.call(f"{resource}/read", payload, stats=stats)
@@ -101,7 +115,7 @@ class EmagClient:
         return results
 
     async def count(self, resource: str, per_page: int, filters: Mapping[str, Any],
-                    *, stats: RequestStats | None = None) -> Count:
+                    *, stats: ApiStats | None = None) -> Count:
         """`{resource}/count` for these filters and page size."""
         results = await self.call(f"{resource}/count", {"itemsPerPage": per_page, **filters}, stats=stats)
         try:
@@ -109,7 +123,7 @@ class EmagClient:
         except EmagApiError as exc:
             raise self._recorded(stats, EmagApiError(f"{resource}/{exc}")) from None
 
-    async def call(self, path: str, payload: Mapping[str, Any], *, stats: RequestStats | None = None) -> Any:
+    async def call(self, path: str, payload: Mapping[str, Any], *, stats: ApiStats | None = None) -> Any:
         """POST `payload` as JSON to `{base_url}/{path}` and return `results`, retrying the
         same request per the RetryPolicy. Raises EmagAuthError / EmagApiError at once,
         EmagRetriesExhausted (from the last error) when retries run out."""
@@ -146,15 +160,17 @@ class EmagClient:
                 limiter.on_success()
                 return results
 
-    async def _attempt(self, path: str, payload: Mapping[str, Any], tallies: list[RequestStats]) -> Any:
+    async def _attempt(self, path: str, payload: Mapping[str, Any], tallies: list[ApiStats]) -> Any:
         """One request: limiter slot, POST under a deadline, envelope. Raises EmagError only."""
         if self._session is None:
             raise RuntimeError("EmagClient used outside `async with`")
-        await self.limiter.for_path(path).acquire()
+        waited_s = await self.limiter.for_path(path).acquire()
         for tally in tallies:
             tally.requests += 1
+            tally.wait_s += waited_s
         url = f"{self.base_url}/{path.lstrip('/')}"
         limit_s = self.connect_timeout_s + self.read_timeout_s
+        sent = time.monotonic()
         try:
             with anyio.fail_after(limit_s):
                 async with self._session.post(url, json=payload, allow_redirects=False) as response:
@@ -166,12 +182,15 @@ class EmagClient:
             raise EmagApiError(f"{path}: invalid URL {self._clean(exc)}; check the account's base_url") from exc
         except (aiohttp.ClientError, OSError) as exc:  # resets, refused, payload errors, TLS
             raise EmagTransientError(f"{path}: {type(exc).__name__}: {self._clean(exc)}") from exc
+        finally:
+            for tally in tallies:
+                tally.record_latency(time.monotonic() - sent)
         return parse_envelope(path, status, headers, body)
 
-    def _tallies(self, stats: RequestStats | None) -> list[RequestStats]:
+    def _tallies(self, stats: ApiStats | None) -> list[ApiStats]:
         return [self.stats] if stats is None or stats is self.stats else [self.stats, stats]
 
-    def _recorded(self, stats: RequestStats | None, error: EmagError) -> EmagError:
+    def _recorded(self, stats: ApiStats | None, error: EmagError) -> EmagError:
         """Count a failed attempt (or an answer of the wrong shape) and return the error."""
         for tally in self._tallies(stats):
             tally.errors += 1

@@ -47,17 +47,11 @@ class RateLimiter:
         self._successes = 0
         self._next = float("-inf")  # the earliest moment the next request may leave
         self._lock = anyio.Lock()
-        self._wait_s_total = 0.0
 
     @property
     def interval_s(self) -> float:
         """The current spacing: nominal, or wider for a while after a 429."""
         return self.nominal_s * self._slowdown
-
-    @property
-    def wait_s_total(self) -> float:
-        """Seconds callers have spent waiting here (for status lines and metrics)."""
-        return self._wait_s_total
 
     def wait_needed(self) -> float:
         """Seconds until the next request may leave (bookkeeping only, no sleeping)."""
@@ -67,16 +61,18 @@ class RateLimiter:
         """Record that a request leaves now: the next one waits a full interval from here."""
         self._next = max(self._next, self._clock() + self.interval_s)
 
-    async def acquire(self) -> None:
-        """Wait for this caller's turn, then take it. Cancellable at any point."""
+    async def acquire(self) -> float:
+        """Wait for this caller's turn, then take it. Cancellable at any point. Returns the
+        seconds this caller was held back by the spacing itself (not its queueing behind
+        other callers, who were held back then): summed over callers, at most the wall time."""
+        held = 0.0
         async with self._lock:
             while (delay := self.wait_needed()) > 0:
                 began = self._clock()
-                try:
-                    await self._sleep(delay)
-                finally:
-                    self._wait_s_total += max(0.0, self._clock() - began)
+                await self._sleep(delay)
+                held += max(0.0, self._clock() - began)
             self.sent()
+        return held
 
     def penalize(self, delay_s: float) -> None:
         """After a 429: no request before now + delay_s, and a wider spacing for a while."""

@@ -8,7 +8,7 @@
 -- name: monitor_running
 -- Every running run with its ages and whether it still owns its lock ($1 stale after s, $2 max age s).
 SELECT r.id, r.account, r.resource, r.started_at, r.heartbeat_at, r.host, r.pid,
-       r.api_requests, r.api_retries, r.api_throttled,
+       r.api_requests, r.api_retries, r.api_throttled, r.api_wait_s,
        extract(epoch FROM now() - r.started_at)::float8 AS age_s,
        extract(epoch FROM now() - r.heartbeat_at)::float8 AS heartbeat_age_s,
        (EXISTS (SELECT 1 FROM pg_locks l
@@ -80,10 +80,12 @@ SELECT s.account, s.resource,
        extract(epoch FROM ok.finished_at)::float8 AS last_success_ts,
        extract(epoch FROM ok.finished_at - ok.started_at)::float8 AS last_success_duration_s,
        ok.items_seen AS last_success_items_seen, ok.items_written AS last_success_items_written,
+       ok.api_latency_p50_s, ok.api_latency_p95_s, ok.api_latency_max_s,
        last.status AS last_status
   FROM {schema}.sync_state s
   LEFT JOIN LATERAL (
-        SELECT r.started_at, r.finished_at, r.items_seen, r.items_written FROM {schema}.sync_runs r
+        SELECT r.started_at, r.finished_at, r.items_seen, r.items_written, r.api_latency_p50_s,
+               r.api_latency_p95_s, r.api_latency_max_s FROM {schema}.sync_runs r
          WHERE r.account = s.account AND r.resource = s.resource AND r.status = 'completed'
          ORDER BY r.finished_at DESC LIMIT 1) ok ON true
   LEFT JOIN LATERAL (
@@ -95,7 +97,7 @@ SELECT s.account, s.resource,
 -- name: monitor_totals
 -- The monotonic run totals the 0002 trigger keeps per (account, resource, status).
 SELECT account, resource, status, runs, items_seen, items_written, api_requests, api_retries,
-       api_throttled
+       api_throttled, api_wait_s
   FROM {schema}.sync_run_totals;
 
 -- name: monitor_table_counts

@@ -33,22 +33,23 @@ WITH run AS (
 SELECT id, started_at FROM run;
 
 -- name: save_progress
--- Heartbeat and counters of a live run (no-op once the run is closed).
-UPDATE {schema}.sync_runs
-   SET heartbeat_at = now(), pages_done = $2, pages_total = $3, items_seen = $4,
-       items_written = $5, items_unchanged = $6, items_invalid = $7,
-       api_requests = $8, api_retries = $9, api_throttled = $10
- WHERE id = $1 AND status = 'running';
-
--- name: finish_run
--- Close a run with its terminal status, once: a closed run is never reopened.
-UPDATE {schema}.sync_runs
-   SET status = $2, finished_at = now(), heartbeat_at = now(), error = $3,
-       pages_done = $4, pages_total = $5, items_seen = $6, items_written = $7,
-       items_unchanged = $8, items_invalid = $9, api_requests = $10, api_retries = $11,
-       api_throttled = $12
- WHERE id = $1 AND status = 'running'
-RETURNING status;
+-- Heartbeat and counters of a live run; $2 is a Progress as JSON, its keys the column
+-- names. With a status ($3, and its error $4) it closes the run, once: a closed run is
+-- never reopened nor overwritten (the monitor's close stands). Returns the new status.
+UPDATE {schema}.sync_runs r
+   SET heartbeat_at = now(),
+       status = coalesce($3, r.status),
+       finished_at = CASE WHEN $3::text IS NULL THEN NULL ELSE now() END,
+       error = CASE WHEN $3::text IS NULL THEN r.error ELSE $4 END,
+       pages_done = p.pages_done, pages_total = p.pages_total, items_seen = p.items_seen,
+       items_written = p.items_written, items_unchanged = p.items_unchanged,
+       items_invalid = p.items_invalid, api_requests = p.api_requests, api_retries = p.api_retries,
+       api_throttled = p.api_throttled, api_wait_s = p.api_wait_s,
+       api_latency_p50_s = p.api_latency_p50_s, api_latency_p95_s = p.api_latency_p95_s,
+       api_latency_max_s = p.api_latency_max_s
+  FROM jsonb_populate_record(NULL::{schema}.sync_runs, $2::jsonb) p
+ WHERE r.id = $1 AND r.status = 'running'
+RETURNING r.status;
 
 -- name: get_state
 -- Watermark and resume checkpoint of one pair.
@@ -136,7 +137,8 @@ RETURNING (xmax = 0) AS inserted;
 -- Newest runs first, optionally of one account and/or resource.
 SELECT id, account, resource, mode, trigger, status, started_at, heartbeat_at, finished_at,
        pages_done, pages_total, items_seen, items_written, items_unchanged, items_invalid,
-       api_requests, api_retries, api_throttled, error, host, pid
+       api_requests, api_retries, api_throttled, api_wait_s, api_latency_p50_s, api_latency_p95_s,
+       api_latency_max_s, error, host, pid
   FROM {schema}.sync_runs
  WHERE ($2::text IS NULL OR account = $2) AND ($3::text IS NULL OR resource = $3)
  ORDER BY started_at DESC, id DESC

@@ -52,6 +52,7 @@ class RunningRun:
     api_requests: int = 0
     api_retries: int = 0
     api_throttled: int = 0
+    api_wait_s: float = 0.0
 
     @classmethod
     def from_row(cls, row: Any) -> RunningRun:

@@ -8,7 +8,7 @@ import json
 import os
 import socket
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, AsyncIterator, Callable, Sequence
@@ -52,7 +52,8 @@ async def translate(action: str) -> AsyncIterator[None]:
 
 @dataclass(frozen=True)
 class Progress:
-    """The counters a run persists with each page and when it ends."""
+    """The counters a run persists with each page and when it ends, each field named as its
+    sync_runs column (the queries read them by name from `as_json()`)."""
 
     pages_done: int = 0
     pages_total: int | None = None
@@ -63,11 +64,13 @@ class Progress:
     api_requests: int = 0
     api_retries: int = 0
     api_throttled: int = 0
+    api_wait_s: float = 0.0
+    api_latency_p50_s: float | None = None
+    api_latency_p95_s: float | None = None
+    api_latency_max_s: float | None = None
 
-    def args(self) -> tuple[Any, ...]:
-        return (self.pages_done, self.pages_total, self.items_seen, self.items_written,
-                self.items_unchanged, self.items_invalid, self.api_requests, self.api_retries,
-                self.api_throttled)
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Closed(StrEnum):
@@ -207,7 +210,7 @@ class Store:
                         pass  # its reset failed: the pool has closed it, and its locks went with it
 
     async def save_progress(self, run_id: int, progress: Progress) -> None:
-        await self.execute("save_progress", run_id, *progress.args())
+        await self.execute("save_progress", run_id, progress.as_json(), None, None)
 
     async def finish_run(self, run_id: int, status: str, progress: Progress, error: str | None,
                          drop_session: tuple[int, datetime] | None = None) -> bool:
@@ -218,7 +221,7 @@ class Store:
             async with self.pool.acquire() as conn:
                 if drop_session is not None:
                     await conn.execute(self.q["terminate_session"], *drop_session)
-                rows = await conn.fetch(self.q["finish_run"], run_id, status, error, *progress.args())
+                rows = await conn.fetch(self.q["save_progress"], run_id, progress.as_json(), status, error)
         return bool(rows)
 
     async def close_deferred(self) -> list[DeferredClose]:
@@ -286,7 +289,7 @@ class RunLease:
         async with translate("finish_run"):
             if self.conn.is_in_transaction():
                 await self.conn.execute("ROLLBACK")
-            rows = await self.conn.fetch(self.q["finish_run"], run_id, status, error, *progress.args())
+            rows = await self.conn.fetch(self.q["save_progress"], run_id, progress.as_json(), status, error)
         return bool(rows)
 
     async def close_run(self, run_id: int, status: str, progress: Progress,
@@ -337,7 +340,7 @@ class RunLease:
                     flags = await self.conn.fetch(self.q[query], *args)
                     inserted = sum(1 for f in flags if f["inserted"])
                     updated = len(flags) - inserted
-                await self.conn.execute(self.q["save_progress"], run_id, *progress.args())
+                await self.conn.execute(self.q["save_progress"], run_id, progress.as_json(), None, None)
                 await self.conn.execute(self.q["save_checkpoint"], self.account, self.resource, checkpoint)
         return inserted, updated
 

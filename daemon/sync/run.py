@@ -17,7 +17,7 @@ import structlog
 
 from daemon.config import AccountSettings, SyncSettings
 from daemon.constants import ORDER_WINDOW_MAX_S
-from daemon.emag import Count, EmagClient, EmagError, RequestStats, iter_pages
+from daemon.emag import ApiStats, Count, EmagClient, EmagError, iter_pages
 from daemon.exits import unwrap
 from daemon.records import InvalidRecord, OfferRow, OrderRow, format_api_date
 from daemon.store import Closed, Progress, RunLease, Store, StoreError
@@ -59,7 +59,7 @@ class RunResult:
 class Counters:
     """Live counters of a run; `snapshot()` is what gets persisted."""
 
-    stats: RequestStats = field(default_factory=RequestStats)
+    api: ApiStats = field(default_factory=ApiStats)
     pages_done: int = 0
     pages_total: int | None = None
     items_seen: int = 0
@@ -68,9 +68,13 @@ class Counters:
     items_invalid: int = 0
 
     def snapshot(self) -> Progress:
-        return Progress(self.pages_done, self.pages_total, self.items_seen, self.items_written,
-                        self.items_unchanged, self.items_invalid, self.stats.requests,
-                        self.stats.retries, self.stats.throttled)
+        api = self.api
+        return Progress(
+            pages_done=self.pages_done, pages_total=self.pages_total, items_seen=self.items_seen,
+            items_written=self.items_written, items_unchanged=self.items_unchanged,
+            items_invalid=self.items_invalid, api_requests=api.requests, api_retries=api.retries,
+            api_throttled=api.throttled, api_wait_s=api.wait_s, api_latency_p50_s=api.latency_s(0.5),
+            api_latency_p95_s=api.latency_s(0.95), api_latency_max_s=api.latency_s(1.0))
 
 
 def parse_page(records: Sequence[Any], parse: Callable[[Any], Any], ctx: dict[str, Any]) -> tuple[list[Any], int]:
@@ -176,12 +180,12 @@ class SyncRun:
         """Read pages from `start_page` to the end, handing each to `on_page` in order.
         Returns the count taken first and the number of pages read; ids go into `seen`."""
         per_page = self.settings.page_size
-        count = await self.client.count(api, per_page, filters, stats=self.counters.stats)
+        count = await self.client.count(api, per_page, filters, stats=self.counters.api)
         done_before = self.counters.pages_done
         self.counters.pages_total = done_before + max(count.pages - start_page + 1, 0)
 
         async def fetch(page: int) -> list[dict[str, Any]]:
-            return await self.client.read(api, page, per_page, filters, stats=self.counters.stats)
+            return await self.client.read(api, page, per_page, filters, stats=self.counters.api)
 
         last = start_page - 1
         async with iter_pages(fetch, per_page=per_page, pages_total=count.pages,
