@@ -222,3 +222,13 @@ def test_frozen_daemon_is_killed_by_the_watchdog_and_resumes(live_host: LiveHost
           f"restarted it as {after['MainPID']} after {restart_s:.1f} s; frozen run {run['id']} failed after "
           f"{failed_s:.1f} s at page {frozen_at}; run {resumed['id']} resumed at page {pages[0]}")
 
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="daemon/logs.py renders a datetime value JSON-encoded twice: "
+                          'scan_started_at="\\"2026-... +00:00\\""')
+def test_resuming_line_names_the_scan_start_plainly(live_host: LiveHost) -> None:
+    lines = [line for line in live_host.journal(DAEMON) if line.startswith("sync.resuming ") and "offers" in line]
+    if not lines:
+        pytest.skip("no offer scan resumed yet (the tests above interrupt scans)")
+    for line in lines:
+        assert re.search(r' scan_started_at="?\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.\d]*\+00:00"?$', line), line
