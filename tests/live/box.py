@@ -44,7 +44,7 @@ MASKS = ("postgresql* pg_* mariadb* mysql* redis* rabbitmq* mosquitto* nats* epm
          "systemd-journald-audit.socket sys-kernel-*.mount sys-fs-fuse-connections.mount dev-hugepages.mount "
          "getty@* serial-getty@* console-getty* container-getty@* apt-daily* dpkg-db-backup* fstrim* "
          "e2scrub* logrotate* man-db* unattended-upgrades*")
-# systemd-probe: namespaces plus an overlay over / with a tmpfs upper layer, thrown away.
+# What refusal() tries in new namespaces: an overlay over / with a tmpfs upper layer, thrown away.
 PROBE = """d=$(mktemp -d) && mount -t tmpfs probe "$d" && mkdir "$d/u" "$d/w" "$d/m" &&
 mount -t overlay -o "lowerdir=/,upperdir=$d/u,workdir=$d/w" probe "$d/m" && test -x "$d/m$1"
 r=$?; umount -R "$d" 2>/dev/null; rmdir "$d"; exit $r"""
