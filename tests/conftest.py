@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -20,6 +21,9 @@ import pytest
 from daemon import logs
 from daemon.config import DatabaseSettings
 from daemon.store import Store, migrate
+from tests.live.box import Box, BoxRefused, refusal
+from tests.live.install import LiveHost, install, python_refusal, save_journal, wheelhouse
+from tests.processes import sandbox_process
 
 ADMIN_DSN = os.environ.get("EMAG_SYNC_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parent.parent
@@ -85,3 +89,50 @@ async def store(db_settings: DatabaseSettings) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# --- live: a real systemd host (tests/live/) -------------------------------------------
+
+@pytest.fixture(scope="session")
+def live_wheelhouse() -> Path:
+    """The box's offline package source, built once (skips where no box can run)."""
+    reason = refusal() or python_refusal()
+    if reason:
+        pytest.skip(f"live systemd host unavailable: {reason}")
+    return wheelhouse(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "emag-sync")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_host(live_wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHost]:
+    """For the module: a fresh database, the sandbox marketplace on the host, a booted box
+    with emag-sync installed by deploy_sync_system.sh, both units running. The box's
+    journal is kept as journal.txt in the module's pytest temporary directory."""
+    name = f"emag_sync_live_{uuid.uuid4().hex[:12]}"
+    tmp = tmp_path_factory.mktemp("live")
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        with sandbox_process(tmp, "--offers", "1500", "--latency-ms", "100") as base_url:
+            box = Box([REPO, live_wheelhouse], log_dir=tmp)
+            try:
+                boot_s = box.start()
+            except BoxRefused as exc:
+                pytest.skip(f"live systemd host unavailable: {exc}")
+            try:
+                host = install(box, live_wheelhouse, dsn_for(name), base_url, _free_port())
+                host.figures["boot_s"] = boot_s
+                print(f"\nlive host: box booted in {boot_s:.1f} s; deploy_sync_system.sh first install "
+                      f"{host.figures['first_install_s']:.1f} s, upgrade to healthy {host.figures['upgrade_s']:.1f} s")
+                yield host
+            finally:
+                try:
+                    save_journal(box, tmp / "journal.txt")
+                finally:
+                    box.stop()
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -110,7 +110,8 @@ def venv_dirs(opt: Path) -> list[str]:
 
 # --- static checks --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("script", [SCRIPT, SCRIPT.parent / ".ci" / "run"], ids=["deploy", "ci"])
+@pytest.mark.parametrize("script", [SCRIPT, REPO / ".ci" / "run", REPO / "tests" / "live" / "boot.sh"],
+                         ids=["deploy", "ci", "live-boot"])
 def test_shellcheck_clean(script: Path) -> None:
     assert shutil.which("shellcheck"), "shellcheck is not installed: apt-get install shellcheck (.ci/run does)"
     proc = subprocess.run(["shellcheck", "--norc", str(script)], capture_output=True, text=True, timeout=60)
