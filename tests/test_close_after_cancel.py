@@ -22,10 +22,6 @@ ROWS = [OfferRow.from_api({"id": i, "name": f"offer {i}", "sale_price": "1.0000"
 ATTEMPTS = 2000  # the bad window is hit about once in 100 attempts on the 2-core machine
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "RunLease.finish_run: a cancel landing as a page transaction starts leaves the session in "
-    "a transaction the client does not know about (is_in_transaction() is False before the "
-    "close, True after it): no ROLLBACK, the closing UPDATE runs inside it and is rolled back"))
 async def test_a_cancel_inside_a_page_commit_still_closes_the_row(store: Store) -> None:
     rng = random.Random(1)
     for attempt in range(ATTEMPTS):

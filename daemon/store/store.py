@@ -283,14 +283,19 @@ class RunLease:
         return row["id"], row["started_at"]
 
     async def finish_run(self, run_id: int, status: str, progress: Progress, error: str | None) -> bool:
-        """Close the run on the lease's own session. A cancellation that lands inside a page
-        transaction also cancels asyncpg's ROLLBACK, leaving this session idle in a
-        transaction that holds the run row's lock; any other session would block on it."""
+        """Close the run on the lease's own session, outside any transaction a cancelled page
+        left behind. A cancel inside a page transaction also cancels asyncpg's ROLLBACK, leaving
+        the session in a transaction that holds the row's lock (any other session would block
+        on it); a cancel as the page starts can leave a BEGIN in flight that the client does
+        not know of yet, so the close ran inside it: roll back and close again."""
         async with translate("finish_run"):
-            if self.conn.is_in_transaction():
-                await self.conn.execute("ROLLBACK")
-            rows = await self.conn.fetch(self.q["save_progress"], run_id, progress.as_json(), status, error)
-        return bool(rows)
+            for _ in range(2):
+                if self.conn.is_in_transaction():
+                    await self.conn.execute("ROLLBACK")
+                rows = await self.conn.fetch(self.q["save_progress"], run_id, progress.as_json(), status, error)
+                if not self.conn.is_in_transaction():
+                    return bool(rows)
+        raise StoreError("finish_run: the run's session stays inside a transaction")
 
     async def close_run(self, run_id: int, status: str, progress: Progress,
                         error: str | None) -> tuple[Closed, list[str]]:
