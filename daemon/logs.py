@@ -77,7 +77,12 @@ REDACTOR = Redactor()
 def _format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}".rstrip("0").rstrip(".") if value == value else "nan"
-    text = value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+    if isinstance(value, str):
+        text = value
+    elif value is None or isinstance(value, (bool, int, list, tuple, dict)):
+        text = json.dumps(value, default=str, separators=(",", ":"))
+    else:  # datetimes, paths, enums: their own text, quoted below if need be (once)
+        text = str(value)
     if text == "" or any(c in text for c in ' ="\n\t'):
         return json.dumps(text, ensure_ascii=False)
     return text

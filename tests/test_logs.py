@@ -148,3 +148,11 @@ def test_an_uncaught_exception_is_one_critical_entry(tmp_path) -> None:
     assert proc.returncode == 1 and proc.stderr == ""  # nothing bypasses the logger
     (line,) = journal.read_text().splitlines()
     assert line.startswith("<2>process.crashed exception=") and "RuntimeError: boom" in line
+
+
+def test_a_datetime_is_quoted_once(capture: io.StringIO) -> None:
+    from datetime import datetime, timezone
+
+    logs.configure("kv", "info", stream=capture)
+    structlog.get_logger().info("sync.resuming", scan_started_at=datetime(2026, 11, 30, 10, 27, 41, tzinfo=timezone.utc))
+    assert capture.getvalue().rstrip().endswith('sync.resuming scan_started_at="2026-11-30 10:27:41+00:00"')
