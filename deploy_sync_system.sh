@@ -21,7 +21,7 @@ Usage: deploy_sync_system.sh [OPTIONS]
 
 Environment:
   EMAG_SYNC_DEPLOY_PIP_ARGS    extra pip arguments, e.g. "--no-index --find-links /srv/wheels"
-  EMAG_SYNC_HEALTH_URL         default http://127.0.0.1:9108/healthz
+  EMAG_SYNC_HEALTH_URL         default: /healthz at the configuration's [monitor].listen
   EMAG_SYNC_HEALTH_TIMEOUT_S   default 30
   EMAG_SYNC_DEPLOY_HEALTH_CMD  replaces the systemctl/curl health probe (tests)
   DATABASE_URL                 --local: use this PostgreSQL instead of 127.0.0.1:5432
@@ -34,7 +34,7 @@ PROG="deploy_sync_system.sh"
 SERVICE_USER="emag-sync"
 UNITS=(emag-sync.service emag-sync-monitor.service)
 PYTHON="${PYTHON:-python3}"
-HEALTH_URL="${EMAG_SYNC_HEALTH_URL:-http://127.0.0.1:9108/healthz}"
+HEALTH_URL="${EMAG_SYNC_HEALTH_URL:-}"  # empty: from [monitor].listen (health_url)
 HEALTH_TIMEOUT_S="${EMAG_SYNC_HEALTH_TIMEOUT_S:-30}"
 HEALTH_CMD="${EMAG_SYNC_DEPLOY_HEALTH_CMD:-}"
 read -r -a PIP_ARGS <<<"${EMAG_SYNC_DEPLOY_PIP_ARGS:-}"
@@ -324,15 +324,27 @@ restart_units() {
     fi
 }
 
+# The monitor's /healthz where the configuration puts it ([monitor].listen, as check-config
+# prints it), so a monitor moved off 9108 is probed, not whatever else answers there.
+health_url() {
+    local listen host port
+    listen="$(runuser -u "$SERVICE_USER" -- "$OPT/venv/bin/emag-sync" --config "$CONFIG" check-config 2>/dev/null \
+        | sed -n 's/^listen = "\(.*\)"$/\1/p')"
+    host="${listen%:*}" port="${listen##*:}"
+    case "$host" in ""|0.0.0.0|::) host=127.0.0.1 ;; *:*) host="[$host]" ;; esac
+    printf 'http://%s:%s/healthz\n' "$host" "${port:-9108}"
+}
+
 health_check() {  # prints the probe under --dry-run; returns non-zero when unhealthy
     if [ "$DRY_RUN" -eq 1 ]; then
         if [ "$SYSTEM" -eq 1 ]; then
             printf '+ %s\n' "systemctl is-active ${UNITS[0]}" "systemctl is-active ${UNITS[1]}" \
-                "curl -fsS $HEALTH_URL   (retried for up to ${HEALTH_TIMEOUT_S}s)"
+                "curl -fsS ${HEALTH_URL:-http://[monitor].listen/healthz}   (retried for up to ${HEALTH_TIMEOUT_S}s)"
         fi
         return 0
     fi
     [ "$SYSTEM" -eq 1 ] || [ -n "$HEALTH_CMD" ] || return 0
+    [ -n "$HEALTH_URL" ] || [ "$SYSTEM" -eq 0 ] || HEALTH_URL="$(health_url)"
     say "health check: both units active and $HEALTH_URL answering (up to ${HEALTH_TIMEOUT_S}s)"
     if healthy; then say "healthy"; return 0; fi
     if [ "$SYSTEM" -eq 1 ]; then
