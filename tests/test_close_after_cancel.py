@@ -27,9 +27,10 @@ async def test_a_cancel_inside_a_page_commit_still_closes_the_row(store: Store) 
     for attempt in range(ATTEMPTS):
         async with store.lease("main", "offers") as lease:
             run_id, started = await lease.open_run("full", "test")
+            await lease.begin_scan()
             checkpoint = {"kind": "offers", "page": 1, "scan_started_at": started.isoformat(), "per_page": 100}
             with anyio.move_on_after(rng.uniform(0, 0.008)):
-                await lease.commit_offers(run_id, ROWS, Progress(pages_done=1), checkpoint, started)
+                await lease.commit_offers(run_id, ROWS, Progress(pages_done=1), checkpoint)
                 await anyio.sleep(1)  # every attempt ends cancelled, inside the commit or after it
             with anyio.CancelScope(shield=True):
                 closed = await lease.finish_run(run_id, "cancelled", Progress(pages_done=1), "cancelled")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -76,21 +76,23 @@ async def test_a_run_closes_on_its_own_session_even_if_a_cancel_left_it_in_a_tra
     assert (row["status"], row["pages_done"], row["error"]) == ("cancelled", 2, "stopped")
 
 
-async def test_unchanged_offers_are_not_rewritten(store: Store, db_settings) -> None:
+async def test_unchanged_offers_are_not_rewritten_nor_locked(store: Store, db_settings) -> None:
     async with store.lease("main", "offers") as lease:
         run_id, started = await lease.open_run("full", "manual")
+        await lease.begin_scan()
         rows = [offer(i) for i in range(1, 6)]
-        assert await lease.commit_offers(run_id, rows, Progress(pages_done=1), {"kind": "offers"}, started) == (5, 0)
+        assert await lease.commit_offers(run_id, rows, Progress(pages_done=1), {"kind": "offers"}) == (5, 0)
         conn = await asyncpg.connect(db_settings.url)
         try:
-            before = {r["id"]: (r["xmin"], r["updated_at"]) for r in
-                      await conn.fetch("SELECT id, xmin::text::bigint AS xmin, updated_at FROM emag_sync.offers")}
+            query = "SELECT id, xmin::text::bigint AS xmin, xmax::text::bigint AS xmax, change_seq FROM emag_sync.offers"
+            before = {r["id"]: dict(r) for r in await conn.fetch(query)}
             changed = [offer(1, "11.5000")] + rows[1:]
-            assert await lease.commit_offers(run_id, changed, Progress(pages_done=2), {"kind": "offers"}, started) == (0, 1)
-            after = {r["id"]: (r["xmin"], r["updated_at"]) for r in
-                     await conn.fetch("SELECT id, xmin::text::bigint AS xmin, updated_at FROM emag_sync.offers")}
-            assert after[1] != before[1]
-            assert all(after[i] == before[i] for i in range(2, 6))  # same tuple: not rewritten
+            assert await lease.commit_offers(run_id, changed, Progress(pages_done=2), {"kind": "offers"}) == (0, 1)
+            after = {r["id"]: dict(r) for r in await conn.fetch(query)}
+            assert after[1]["xmin"] != before[1]["xmin"] and after[1]["change_seq"] > max(
+                b["change_seq"] for b in before.values())
+            # the same tuple, not even row-locked: no new version, no WAL, no change number
+            assert all(after[i] == before[i] and after[i]["xmax"] == 0 for i in range(2, 6))
             price = await conn.fetchval("SELECT sale_price::text FROM emag_sync.offers WHERE id = 1")
             assert price == "11.5000"
             progress = await conn.fetchrow("SELECT pages_done FROM emag_sync.sync_runs WHERE id = $1", run_id)
@@ -99,15 +101,18 @@ async def test_unchanged_offers_are_not_rewritten(store: Store, db_settings) -> 
             await conn.close()
 
 
-async def test_offers_absent_from_a_full_scan_are_marked_not_deleted(store: Store, db_settings) -> None:
+async def test_offers_absent_from_a_whole_scan_are_marked_not_deleted(store: Store, db_settings) -> None:
     async with store.lease("main", "offers") as lease:
-        run_id, first_scan = await lease.open_run("full", "manual")
-        await lease.commit_offers(run_id, [offer(1), offer(2), offer(3)], Progress(), {}, first_scan)
-        await lease.complete(None, missing_before=first_scan)
-        second_scan = datetime.now(timezone.utc) + timedelta(seconds=1)
-        await anyio.sleep(1.1)
-        await lease.commit_offers(run_id, [offer(1), offer(3)], Progress(), {}, second_scan)
-        assert await lease.complete(None, missing_before=second_scan) == 1
+        run_id, _ = await lease.open_run("full", "manual")
+        await lease.begin_scan()
+        await lease.commit_offers(run_id, [offer(1), offer(2), offer(3)], Progress(), {})
+        assert await lease.complete(None, mark_missing=True) == 0
+        await lease.begin_scan()  # the next scan sees 1 and 3 only
+        await lease.commit_offers(run_id, [offer(1), offer(3)], Progress(), {})
+        assert await lease.complete(None, mark_missing=True) == 1
+        await lease.begin_scan()  # a scan resumed after page 1 knows too little to mark anything
+        await lease.commit_offers(run_id, [offer(3)], Progress(), {})
+        assert await lease.complete(None, mark_missing=False) == 0
     conn = await asyncpg.connect(db_settings.url)
     try:
         rows = await conn.fetch("SELECT id, missing_since IS NOT NULL AS missing FROM emag_sync.offers ORDER BY id")

@@ -67,9 +67,18 @@ ON CONFLICT (account, resource) DO UPDATE
    SET watermark = coalesce(EXCLUDED.watermark, {schema}.sync_state.watermark),
        checkpoint = NULL, updated_at = now();
 
+-- name: scan_begin
+-- A full offer scan starts: the session's table of the ids it sees, emptied. A temporary
+-- table: no WAL, no shared buffers, and no row of `offers` is touched to remember a sighting.
+SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS emag_sync_scan_seen (id bigint NOT NULL);
+TRUNCATE pg_temp.emag_sync_scan_seen;
+
 -- name: upsert_offers
--- One page of offers in one statement: insert new, rewrite changed, and for unchanged
--- rows only move last_seen_at (once per scan). Returns (inserted, updated).
+-- One page of offers in one statement: new rows inserted, changed or returning rows
+-- rewritten (change_seq taken by the trigger or the default), unchanged rows not touched
+-- at all (no new row version, no row lock); the ids seen go to the scan table; the change
+-- feed is notified. Returns inserted, updated and the page's highest change number.
 WITH input AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::bigint[], $8::smallint[], $9::numeric[], $10::numeric[],
@@ -78,60 +87,94 @@ WITH input AS (
         AS t(id, part_number, part_number_key, name, brand, category_id, status, sale_price,
              recommended_price, min_sale_price, max_sale_price, currency, vat_id,
              general_stock, estimated_stock, raw, content_hash)
-), written AS (
-    INSERT INTO {schema}.offers AS o (account, id, part_number, part_number_key, name, brand,
+), inserted AS (
+    INSERT INTO {schema}.offers (account, id, part_number, part_number_key, name, brand,
            category_id, status, sale_price, recommended_price, min_sale_price, max_sale_price,
            currency, vat_id, general_stock, estimated_stock, raw, content_hash)
-    SELECT $1, id, part_number, part_number_key, name, brand, category_id, status, sale_price,
-           recommended_price, min_sale_price, max_sale_price, currency, vat_id, general_stock,
-           estimated_stock, raw::jsonb, content_hash
-      FROM input
-    ON CONFLICT (account, id) DO UPDATE
-       SET part_number = EXCLUDED.part_number, part_number_key = EXCLUDED.part_number_key,
-           name = EXCLUDED.name, brand = EXCLUDED.brand, category_id = EXCLUDED.category_id,
-           status = EXCLUDED.status, sale_price = EXCLUDED.sale_price,
-           recommended_price = EXCLUDED.recommended_price,
-           min_sale_price = EXCLUDED.min_sale_price, max_sale_price = EXCLUDED.max_sale_price,
-           currency = EXCLUDED.currency, vat_id = EXCLUDED.vat_id,
-           general_stock = EXCLUDED.general_stock, estimated_stock = EXCLUDED.estimated_stock,
-           raw = EXCLUDED.raw, content_hash = EXCLUDED.content_hash,
-           updated_at = now(), last_seen_at = now(), missing_since = NULL
-     WHERE o.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-    RETURNING (xmax = 0) AS inserted
+    SELECT $1, i.id, i.part_number, i.part_number_key, i.name, i.brand, i.category_id, i.status,
+           i.sale_price, i.recommended_price, i.min_sale_price, i.max_sale_price, i.currency, i.vat_id,
+           i.general_stock, i.estimated_stock, i.raw::jsonb, i.content_hash
+      FROM input i
+     WHERE NOT EXISTS (SELECT 1 FROM {schema}.offers o WHERE o.account = $1 AND o.id = i.id)
+    ON CONFLICT (account, id) DO NOTHING
+    RETURNING change_seq
+), updated AS (
+    UPDATE {schema}.offers o
+       SET part_number = i.part_number, part_number_key = i.part_number_key, name = i.name,
+           brand = i.brand, category_id = i.category_id, status = i.status, sale_price = i.sale_price,
+           recommended_price = i.recommended_price, min_sale_price = i.min_sale_price,
+           max_sale_price = i.max_sale_price, currency = i.currency, vat_id = i.vat_id,
+           general_stock = i.general_stock, estimated_stock = i.estimated_stock, raw = i.raw::jsonb,
+           content_hash = i.content_hash, updated_at = now(), last_seen_at = now(), missing_since = NULL
+      FROM input i
+     WHERE o.account = $1 AND o.id = i.id
+       AND (o.content_hash IS DISTINCT FROM i.content_hash OR o.missing_since IS NOT NULL)
+    RETURNING o.change_seq
 ), seen AS (
-    UPDATE {schema}.offers AS o SET last_seen_at = now(), missing_since = NULL
-      FROM input
-     WHERE o.account = $1 AND o.id = input.id AND o.content_hash = input.content_hash
-       AND o.last_seen_at < $19
+    INSERT INTO pg_temp.emag_sync_scan_seen (id) SELECT id FROM input
+), changes AS (
+    SELECT max(change_seq) AS last FROM (SELECT change_seq FROM inserted UNION ALL
+                                         SELECT change_seq FROM updated) c
+), notified AS (
+    SELECT pg_notify('emag_sync_changes', json_build_object('account', $1::text, 'resource', 'offers',
+                     'change_seq', last)::text)
+      FROM changes WHERE last IS NOT NULL
 )
-SELECT count(*) FILTER (WHERE inserted) AS inserted,
-       count(*) FILTER (WHERE NOT inserted) AS updated
-  FROM written;
+SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM updated) AS updated,
+       (SELECT last FROM changes) AS change_seq, (SELECT count(*) FROM notified) AS notified;
 
 -- name: mark_missing_offers
--- After a completed full scan: offers the scan did not see are marked, never deleted.
-UPDATE {schema}.offers SET missing_since = now()
- WHERE account = $1 AND last_seen_at < $2 AND missing_since IS NULL;
+-- After a full scan that this session read from its first page: offers it did not see are
+-- marked missing (a change), never deleted. Returns how many, and the last change number.
+WITH marked AS (
+    UPDATE {schema}.offers o SET missing_since = now()
+     WHERE o.account = $1 AND o.missing_since IS NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_temp.emag_sync_scan_seen s WHERE s.id = o.id)
+    RETURNING o.change_seq
+), changes AS (
+    SELECT count(*) AS marked, max(change_seq) AS last FROM marked
+), notified AS (
+    SELECT pg_notify('emag_sync_changes', json_build_object('account', $1::text, 'resource', 'offers',
+                     'change_seq', last)::text)
+      FROM changes WHERE last IS NOT NULL
+)
+SELECT marked, last AS change_seq, (SELECT count(*) FROM notified) AS notified FROM changes;
 
 -- name: upsert_orders
--- One page of orders in one statement; unchanged orders are not rewritten.
+-- One page of orders in one statement: new inserted, changed rewritten, unchanged not
+-- touched; the change feed is notified. Returns inserted, updated, the highest change number.
 WITH input AS (
     SELECT * FROM unnest($2::bigint[], $3::smallint[], $4::smallint[], $5::boolean[],
                          $6::integer[], $7::timestamptz[], $8::timestamptz[], $9::text[],
                          $10::bytea[])
         AS t(id, status, type, is_complete, payment_mode_id, date, modified, raw, content_hash)
+), inserted AS (
+    INSERT INTO {schema}.orders (account, id, status, type, is_complete, payment_mode_id, date,
+           modified, raw, content_hash)
+    SELECT $1, i.id, i.status, i.type, i.is_complete, i.payment_mode_id, i.date, i.modified,
+           i.raw::jsonb, i.content_hash
+      FROM input i
+     WHERE NOT EXISTS (SELECT 1 FROM {schema}.orders o WHERE o.account = $1 AND o.id = i.id)
+    ON CONFLICT (account, id) DO NOTHING
+    RETURNING change_seq
+), updated AS (
+    UPDATE {schema}.orders o
+       SET status = i.status, type = i.type, is_complete = i.is_complete,
+           payment_mode_id = i.payment_mode_id, date = i.date, modified = i.modified,
+           raw = i.raw::jsonb, content_hash = i.content_hash, updated_at = now()
+      FROM input i
+     WHERE o.account = $1 AND o.id = i.id AND o.content_hash IS DISTINCT FROM i.content_hash
+    RETURNING o.change_seq
+), changes AS (
+    SELECT max(change_seq) AS last FROM (SELECT change_seq FROM inserted UNION ALL
+                                         SELECT change_seq FROM updated) c
+), notified AS (
+    SELECT pg_notify('emag_sync_changes', json_build_object('account', $1::text, 'resource', 'orders',
+                     'change_seq', last)::text)
+      FROM changes WHERE last IS NOT NULL
 )
-INSERT INTO {schema}.orders AS o (account, id, status, type, is_complete, payment_mode_id,
-       date, modified, raw, content_hash)
-SELECT $1, id, status, type, is_complete, payment_mode_id, date, modified, raw::jsonb, content_hash
-  FROM input
-ON CONFLICT (account, id) DO UPDATE
-   SET status = EXCLUDED.status, type = EXCLUDED.type, is_complete = EXCLUDED.is_complete,
-       payment_mode_id = EXCLUDED.payment_mode_id, date = EXCLUDED.date,
-       modified = EXCLUDED.modified, raw = EXCLUDED.raw, content_hash = EXCLUDED.content_hash,
-       updated_at = now()
- WHERE o.content_hash IS DISTINCT FROM EXCLUDED.content_hash
-RETURNING (xmax = 0) AS inserted;
+SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM updated) AS updated,
+       (SELECT last FROM changes) AS change_seq, (SELECT count(*) FROM notified) AS notified;
 
 -- name: history
 -- Newest runs first, optionally of one account and/or resource.

@@ -322,11 +322,16 @@ class RunLease:
                                       f"({failures[-1]})")
         return Closed.LATER, failures
 
+    async def begin_scan(self) -> None:
+        """A full offer scan starts on this session: forget the ids of any earlier one."""
+        async with translate("scan_begin"):
+            async with self.conn.transaction():
+                await self.conn.execute(self.q["scan_begin"])
+
     async def commit_offers(self, run_id: int, rows: Sequence[OfferRow], progress: Progress,
-                            checkpoint: dict[str, Any], scan_started_at: datetime) -> tuple[int, int]:
+                            checkpoint: dict[str, Any]) -> tuple[int, int]:
         columns = _columns(rows, OfferRow.__slots__)
-        return await self._commit("upsert_offers", run_id, progress, checkpoint,
-                                  (self.account, *columns, scan_started_at))
+        return await self._commit("upsert_offers", run_id, progress, checkpoint, (self.account, *columns))
 
     async def commit_orders(self, run_id: int, rows: Sequence[OrderRow], progress: Progress,
                             checkpoint: dict[str, Any]) -> tuple[int, int]:
@@ -338,30 +343,24 @@ class RunLease:
         """Rows, progress/heartbeat and checkpoint in one transaction -> (inserted, updated)."""
         async with translate(query):
             async with self.conn.transaction():
-                if query == "upsert_offers":
-                    row = await self.conn.fetchrow(self.q[query], *args)
-                    inserted, updated = row["inserted"], row["updated"]
-                else:
-                    flags = await self.conn.fetch(self.q[query], *args)
-                    inserted = sum(1 for f in flags if f["inserted"])
-                    updated = len(flags) - inserted
+                row = await self.conn.fetchrow(self.q[query], *args)
                 await self.conn.execute(self.q["save_progress"], run_id, progress.as_json(), None, None)
                 await self.conn.execute(self.q["save_checkpoint"], self.account, self.resource, checkpoint)
-        return inserted, updated
+        return row["inserted"], row["updated"]
 
     async def save_checkpoint(self, checkpoint: dict[str, Any] | None) -> None:
         async with translate("save_checkpoint"):
             await self.conn.execute(self.q["save_checkpoint"], self.account, self.resource, checkpoint)
 
-    async def complete(self, watermark: datetime | None, missing_before: datetime | None = None) -> int:
-        """A finished scan: mark unseen offers (full scans), advance the watermark, drop the
-        checkpoint, in one transaction. Returns the number of offers newly marked missing."""
+    async def complete(self, watermark: datetime | None, mark_missing: bool = False) -> int:
+        """A finished scan: mark the offers it did not see (a full offer scan this session read
+        from page 1), advance the watermark, drop the checkpoint, in one transaction. Returns
+        the number of offers newly marked missing."""
         marked = 0
         async with translate("complete_state"):
             async with self.conn.transaction():
-                if missing_before is not None:
-                    status = await self.conn.execute(self.q["mark_missing_offers"], self.account, missing_before)
-                    marked = int(status.split()[-1])
+                if mark_missing:
+                    marked = (await self.conn.fetchrow(self.q["mark_missing_offers"], self.account))["marked"]
                 await self.conn.execute(self.q["complete_state"], self.account, self.resource, watermark)
         return marked
 

@@ -237,17 +237,21 @@ class SyncRun:
     async def _offers(self, lease: RunLease, started_at: datetime) -> None:
         state = await self.store.get_state(self.request.account.name, "offers")
         start_page, scan_started_at = plan.offers_resume(state.checkpoint, started_at, self.settings.page_size)
+        await lease.begin_scan()
         if start_page > 1:
             log.info("sync.resuming", **self.ctx, page=start_page, scan_started_at=scan_started_at)
 
         async def on_page(page_no: int, records: list[dict[str, Any]]) -> None:
             rows, invalid = parse_page(records, OfferRow.from_api, self.ctx)
             checkpoint = plan.offers_checkpoint(page_no, scan_started_at, self.settings.page_size)
-            await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_offers(
-                self.run_id, r, p, checkpoint, scan_started_at))
+            await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_offers(self.run_id, r, p, checkpoint))
 
         await self._pages("product_offer", {}, start_page, on_page)
-        missing = await lease.complete(watermark=None, missing_before=scan_started_at)
+        # Missing offers are those this scan did not see; only a scan this run read whole knows.
+        missing = await lease.complete(watermark=None, mark_missing=start_page == 1)
+        if start_page > 1:
+            log.info("sync.missing_check_skipped", **self.ctx, reason=f"resumed at page {start_page}; "
+                     "the next whole scan marks offers that disappeared")
         if missing:
             log.warning("sync.offers_missing", **self.ctx, count=missing)
 
