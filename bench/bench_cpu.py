@@ -133,6 +133,7 @@ class CpuSampler:
         self.interval_s = interval_s
         self.own: Counter[str] = Counter()
         self.total: Counter[str] = Counter()
+        self.depth: dict[str, int] = {}  # fewest frames between the function and the sampled one
         self.samples = 0
 
     def _sample(self, _signum: int, frame: FrameType | None) -> None:
@@ -140,9 +141,12 @@ class CpuSampler:
         if frame is not None:
             self.own[where(frame.f_code)] += 1
         stack: set[str] = set()
+        depth = 0
         while frame is not None:
-            stack.add(where(frame.f_code))
-            frame = frame.f_back
+            name = where(frame.f_code)
+            stack.add(name)
+            self.depth[name] = min(depth, self.depth.get(name, depth))
+            frame, depth = frame.f_back, depth + 1
         self.total.update(stack)
 
     def enable(self) -> None:
@@ -155,11 +159,19 @@ class CpuSampler:
 
     def report(self, label: str, top: int, us_per_offer: float) -> None:
         n = max(self.samples, 1)
-        ours = Counter({name: hits for name, hits in self.total.items() if name.startswith("daemon/")})
-        for title, counts in (("own time (the function and the C it calls)", self.own),
-                              ("cumulative time, the project's functions", ours)):
+        own = self.own.most_common(top)
+        # The project's functions by time on the stack; of callers with the same share (the
+        # run -> pages -> on_page chain), only the innermost.
+        ours, shares = [], set()
+        for name in sorted((k for k in self.total if k.startswith("daemon/")),
+                           key=lambda k: (-self.total[k], self.depth[k])):
+            if self.total[name] not in shares and len(ours) < top:
+                ours.append((name, self.total[name]))
+                shares.add(self.total[name])
+        for title, rows in (("own time (the function and the C it calls)", own),
+                            ("time on the stack, the project's functions", ours)):
             print(f"--- {label}: {self.samples} CPU samples, top {top} by {title} ---")
-            for name, hits in counts.most_common(top):
+            for name, hits in rows:
                 print(f"{hits / n * 100:5.1f} % {hits / n * us_per_offer:5.1f} µs/offer  {name}")
 
 
