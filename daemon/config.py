@@ -142,7 +142,7 @@ _MONITOR_CHECKS = {
     "retention_days": _number(int, 1, 36500), "statement_timeout_s": _number(float, 0.1, 600),
 }
 _DB_CHECKS = {
-    "url": normalize_dsn, "schema": _string(_IDENT), "pool_max": _number(int, 2, 100),
+    "url": normalize_dsn, "schema": _string(_IDENT), "pool_max": _number(int, 4, 100),
     "connect_timeout_s": _number(float, 0.1, 600), "statement_timeout_s": _number(float, 0.1, 86400),
 }
 _LOG_CHECKS = {"format": _string(choices=("kv", "json")), "level": _string(choices=_LEVELS)}

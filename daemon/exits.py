@@ -6,17 +6,11 @@ import sys
 from typing import Callable
 
 from daemon import logs
+from daemon.groups import unwrap
 from daemon.config import ConfigError
 from daemon.constants import (EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SCHEMA,
                               EXIT_UNAVAILABLE)
 from daemon.store import SchemaMismatch, StoreError, StoreRejected, StoreUnavailable
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """The single error inside (nested) task-group exception groups, else the group itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def fail(prog: str, message: str, code: int) -> int:

@@ -7,6 +7,7 @@ else only reads them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from daemon.constants import DEFAULT_SCHEMA, RESOURCES
 
@@ -19,7 +20,7 @@ class ConfigError(Exception):
 class DatabaseSettings:
     url: str = field(repr=False)
     schema: str = DEFAULT_SCHEMA
-    pool_max: int = 10
+    pool_max: int = 20
     connect_timeout_s: float = 10.0
     statement_timeout_s: float = 60.0
 
@@ -38,6 +39,11 @@ class AccountSettings:
 
     def interval_s(self, resource: str) -> float:
         return self.offers_interval_s if resource == "offers" else self.orders_interval_s
+
+    @property
+    def login(self) -> str:
+        """The seller login eMAG counts requests against: API host and username."""
+        return f"{urlsplit(self.base_url).hostname}/{self.username}"
 
 
 @dataclass(frozen=True)
@@ -102,9 +108,11 @@ class Settings:
 
     @property
     def pool_size(self) -> int:
-        """Database connections: one per running pair (it holds the lock) plus heartbeats and closes."""
+        """Database connections: one per running pair (it holds the lock) plus heartbeats and
+        closes, up to database.pool_max (runs past it wait for a connection, so several daemons
+        sharing many accounts leave the server's max_connections to the ERP)."""
         pairs = sum(len(a.resources) for a in self.accounts)
-        return max(self.database.pool_max, 2 * pairs + 2)
+        return max(4, min(self.database.pool_max, 2 * pairs + 2))
 
     @property
     def stuck_threshold_s(self) -> float:

@@ -16,7 +16,7 @@ import pytest
 
 from daemon.records import OfferRow
 from daemon.store import Store
-from daemon.store.store import Progress
+from daemon.store import Progress
 
 ROWS = [OfferRow.from_api({"id": i, "name": f"offer {i}", "sale_price": "1.0000"}) for i in range(1, 101)]
 ATTEMPTS = 2000  # the bad window is hit about once in 100 attempts on the 2-core machine
@@ -26,14 +26,14 @@ async def test_a_cancel_inside_a_page_commit_still_closes_the_row(store: Store) 
     rng = random.Random(1)
     for attempt in range(ATTEMPTS):
         async with store.lease("main", "offers") as lease:
-            run_id, started = await lease.open_run("full", "test")
+            started = (await lease.open_run("full", "test")).started_at
             await lease.begin_scan()
             checkpoint = {"kind": "offers", "page": 1, "scan_started_at": started.isoformat(), "per_page": 100}
             with anyio.move_on_after(rng.uniform(0, 0.008)):
-                await lease.commit_offers(run_id, ROWS, Progress(pages_done=1), checkpoint)
+                await lease.commit_offers(ROWS, Progress(pages_done=1), checkpoint)
                 await anyio.sleep(1)  # every attempt ends cancelled, inside the commit or after it
             with anyio.CancelScope(shield=True):
-                closed = await lease.finish_run(run_id, "cancelled", Progress(pages_done=1), "cancelled")
+                closed = await lease.finish_run("cancelled", Progress(pages_done=1), "cancelled")
         [row] = await store.history(1, "main", "offers")
         assert (closed, row["status"]) == (True, "cancelled"), \
             f"attempt {attempt}: finish_run returned {closed}, the row says {row['status']!r}"

@@ -180,3 +180,27 @@ def test_account_limiter_rates() -> None:
     assert limits.orders.interval_s == pytest.approx(1 / 12 * 1.03)
     assert limits.other.interval_s == pytest.approx(1 / 3 * 1.03)
     assert AccountLimiter().other is not limits.other  # one per account: no hidden sharing
+
+
+@pytest.mark.asyncio
+async def test_a_budget_handed_over_goes_on_where_it_stood() -> None:
+    spent, fake = limiter()
+    for _ in range(3):
+        await spent.acquire()
+    spent.penalize(0.0)  # a 429 earlier: wider spacing for a while
+    wait_s, slowdown = spent.budget()
+    assert wait_s == pytest.approx(1 / 3) and slowdown == 1.5  # the 4th may leave 1/3 s after the 3rd
+    taker, other = limiter()
+    taker.adopt(wait_s, slowdown)
+    await taker.acquire()
+    await taker.acquire()
+    # not at once: where the other process left the budget, and at its slower pace
+    assert other.sleeps == pytest.approx([1 / 3, 0.5])
+
+
+@pytest.mark.asyncio
+async def test_a_budget_whose_holder_died_waits_one_whole_window() -> None:
+    taker, fake = limiter()
+    taker.adopt(0.1, 1.0, holder_died=True)  # it reported 0.1 s, but sent more after: unknown
+    await taker.acquire()
+    assert fake.now == pytest.approx(1.0)

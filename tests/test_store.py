@@ -14,7 +14,12 @@ import pytest
 
 from daemon.records import OfferRow, OrderRow
 from daemon.store import Closed, LockBusy, Progress, Store, StoreUnavailable, lock_key
-from daemon.store.store import CLOSE_ATTEMPT_S
+from daemon.store.lease import CLOSE_ATTEMPT_S
+
+
+async def _open(lease, mode: str, trigger: str) -> tuple[int, datetime]:
+    opened = await lease.open_run(mode, trigger)
+    return opened.id, opened.started_at
 
 
 def offer(i: int, price: str = "10.0000", **extra) -> OfferRow:
@@ -42,15 +47,15 @@ async def test_lease_is_single_flight_across_connections_and_processes(store: St
 
 async def test_run_row_is_committed_at_open_and_closed_once(store: Store, db_settings) -> None:
     async with store.lease("main", "offers") as lease:
-        run_id, started = await lease.open_run("full", "manual")
+        run_id, started = await _open(lease, "full", "manual")
         other = await asyncpg.connect(db_settings.url)
         try:
             status = await other.fetchval("SELECT status FROM emag_sync.sync_runs WHERE id = $1", run_id)
             assert status == "running"  # visible to others before any API request
         finally:
             await other.close()
-        assert await store.finish_run(run_id, "completed", Progress(pages_done=3), None) is True
-        assert await store.finish_run(run_id, "failed", Progress(), "late") is False
+        assert await lease.finish_run("completed", Progress(pages_done=3), None) is True
+        assert await lease.finish_run("failed", Progress(), "late") is False
     (row,) = await store.history(5)
     assert (row["status"], row["pages_done"], row["error"]) == ("completed", 3, None)
     assert row["finished_at"] >= started
@@ -59,7 +64,7 @@ async def test_run_row_is_committed_at_open_and_closed_once(store: Store, db_set
 async def test_a_run_closes_on_its_own_session_even_if_a_cancel_left_it_in_a_transaction(
         store: Store, db_settings) -> None:
     async with store.lease("main", "offers") as lease:
-        run_id, _ = await lease.open_run("full", "manual")
+        run_id, _ = await _open(lease, "full", "manual")
         # what an interrupted page transaction leaves: the session idle in a transaction
         # holding the run row's lock (asyncpg's own ROLLBACK was cancelled too)
         await lease.conn.execute("BEGIN")
@@ -71,23 +76,23 @@ async def test_a_run_closes_on_its_own_session_even_if_a_cancel_left_it_in_a_tra
         finally:
             await other.close()
         with anyio.fail_after(5):
-            assert await lease.finish_run(run_id, "cancelled", Progress(pages_done=2), "stopped") is True
+            assert await lease.finish_run("cancelled", Progress(pages_done=2), "stopped") is True
     (row,) = await store.history(5)
     assert (row["status"], row["pages_done"], row["error"]) == ("cancelled", 2, "stopped")
 
 
 async def test_unchanged_offers_are_not_rewritten_nor_locked(store: Store, db_settings) -> None:
     async with store.lease("main", "offers") as lease:
-        run_id, started = await lease.open_run("full", "manual")
+        run_id, started = await _open(lease, "full", "manual")
         await lease.begin_scan()
         rows = [offer(i) for i in range(1, 6)]
-        assert await lease.commit_offers(run_id, rows, Progress(pages_done=1), {"kind": "offers"}) == (5, 0)
+        assert await lease.commit_offers(rows, Progress(pages_done=1), {"kind": "offers"}) == (5, 0)
         conn = await asyncpg.connect(db_settings.url)
         try:
             query = "SELECT id, xmin::text::bigint AS xmin, xmax::text::bigint AS xmax, change_seq FROM emag_sync.offers"
             before = {r["id"]: dict(r) for r in await conn.fetch(query)}
             changed = [offer(1, "11.5000")] + rows[1:]
-            assert await lease.commit_offers(run_id, changed, Progress(pages_done=2), {"kind": "offers"}) == (0, 1)
+            assert await lease.commit_offers(changed, Progress(pages_done=2), {"kind": "offers"}) == (0, 1)
             after = {r["id"]: dict(r) for r in await conn.fetch(query)}
             assert after[1]["xmin"] != before[1]["xmin"] and after[1]["change_seq"] > max(
                 b["change_seq"] for b in before.values())
@@ -103,15 +108,15 @@ async def test_unchanged_offers_are_not_rewritten_nor_locked(store: Store, db_se
 
 async def test_offers_absent_from_a_whole_scan_are_marked_not_deleted(store: Store, db_settings) -> None:
     async with store.lease("main", "offers") as lease:
-        run_id, _ = await lease.open_run("full", "manual")
+        run_id, _ = await _open(lease, "full", "manual")
         await lease.begin_scan()
-        await lease.commit_offers(run_id, [offer(1), offer(2), offer(3)], Progress(), {})
+        await lease.commit_offers([offer(1), offer(2), offer(3)], Progress(), {})
         assert await lease.complete(None, mark_missing=True) == 0
         await lease.begin_scan()  # the next scan sees 1 and 3 only
-        await lease.commit_offers(run_id, [offer(1), offer(3)], Progress(), {})
+        await lease.commit_offers([offer(1), offer(3)], Progress(), {})
         assert await lease.complete(None, mark_missing=True) == 1
         await lease.begin_scan()  # a scan resumed after page 1 knows too little to mark anything
-        await lease.commit_offers(run_id, [offer(3)], Progress(), {})
+        await lease.commit_offers([offer(3)], Progress(), {})
         assert await lease.complete(None, mark_missing=False) == 0
     conn = await asyncpg.connect(db_settings.url)
     try:
@@ -127,16 +132,17 @@ async def test_orders_keyed_by_account_and_bigint_id(store: Store, db_settings) 
     row = OrderRow.from_api({"id": big, "status": 1, "modified": "2026-11-01 10:00:00"}, tz)
     for account in ("main", "fbe"):
         async with store.lease(account, "orders") as lease:
-            run_id, _ = await lease.open_run("incremental", "manual")
-            assert await lease.commit_orders(run_id, [row], Progress(), {"kind": "orders"}) == (1, 0)
-            assert await lease.commit_orders(run_id, [row], Progress(), {"kind": "orders"}) == (0, 0)
+            run_id, _ = await _open(lease, "incremental", "manual")
+            assert await lease.commit_orders([row], Progress(), {"kind": "orders"}) == (1, 0)
+            assert await lease.commit_orders([row], Progress(), {"kind": "orders"}) == (0, 0)
             await lease.complete(watermark=datetime(2026, 11, 1, tzinfo=timezone.utc))
     conn = await asyncpg.connect(db_settings.url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM emag_sync.orders WHERE id = $1", big) == 2
     finally:
         await conn.close()
-    state = await store.get_state("main", "orders")
+    async with store.lease("main", "orders") as lease:
+        state = await lease.state()
     assert state.watermark == datetime(2026, 11, 1, tzinfo=timezone.utc) and state.checkpoint is None
 
 
@@ -146,10 +152,10 @@ async def test_lease_slots_bound_concurrent_leases(db_settings) -> None:
         order: list[str] = []
 
         async def hold(name: str) -> None:
-            async with store.lease(name, "offers"):
+            async with store.lease(name, "offers") as lease:
                 order.append(f"{name}+")
                 await anyio.sleep(0.2)
-                await store.save_progress(0, Progress())  # needs a free connection meanwhile
+                await lease.heartbeat(Progress())  # needs a free connection meanwhile
                 order.append(f"{name}-")
 
         async with anyio.create_task_group() as tg:
@@ -165,7 +171,7 @@ async def test_a_run_closes_even_when_a_cancel_left_its_session_busy_and_holding
     blocker = await asyncpg.connect(db_settings.url)
     try:
         async with store.lease("main", "offers") as lease:
-            run_id, _ = await lease.open_run("full", "manual")
+            run_id, _ = await _open(lease, "full", "manual")
             # mid-page: the session has updated (and row-locked) the run's row and is stuck in its next
             # statement, behind a lock another session holds; no statement can run on it meanwhile
             await blocker.execute("BEGIN; LOCK TABLE emag_sync.sync_state IN ACCESS EXCLUSIVE MODE")
@@ -174,7 +180,7 @@ async def test_a_run_closes_even_when_a_cancel_left_its_session_busy_and_holding
             stuck = asyncio.ensure_future(lease.conn.execute("SELECT count(*) FROM emag_sync.sync_state"))
             await asyncio.sleep(0.2)
             began = time.monotonic()
-            closed, failures = await lease.close_run(run_id, "cancelled", Progress(pages_done=2), "stopped")
+            closed, failures = await lease.close_run("cancelled", Progress(pages_done=2), "stopped")
             took = time.monotonic() - began
             with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
                 await stuck
@@ -189,18 +195,18 @@ async def test_a_run_closes_even_when_a_cancel_left_its_session_busy_and_holding
 
 async def test_a_run_that_ends_while_the_database_is_away_is_closed_once_it_answers(store: Store) -> None:
     async with store.lease("main", "orders") as lease:
-        run_id, _ = await lease.open_run("incremental", "schedule")
+        run_id, _ = await _open(lease, "incremental", "schedule")
         await lease.conn.close()  # the server went away under the run's session...
-        real_finish = store.finish_run
+        real_close = store.close_run_elsewhere
 
         async def away(*args, **kwargs):
             raise StoreUnavailable("finish_run: database unavailable: connection refused")
 
-        store.finish_run = away  # ...and refuses new ones
-        closed, _ = await lease.close_run(run_id, "failed", Progress(pages_done=1), "save_progress: database unavailable")
+        store.close_run_elsewhere = away  # ...and refuses new ones
+        closed, _ = await lease.close_run("failed", Progress(pages_done=1), "save_progress: database unavailable")
         assert closed is Closed.LATER and run_id in store.deferred
         assert await store.close_deferred() == [] and run_id in store.deferred  # still away: kept
-        store.finish_run = real_finish  # it is back
+        store.close_run_elsewhere = real_close  # it is back
     (late,) = await store.close_deferred()
     assert late.run_id == run_id and not store.deferred
     (row,) = await store.history(5)

@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup
 
 from daemon.constants import API_MAX_RELIABLE_PAGE_SIZE
 from daemon.emag.errors import PagingError
+from daemon.groups import unwrap
 
 
 class Action(StrEnum):
@@ -132,13 +133,6 @@ async def _pages(tg: TaskGroup, fetch: Callable[[int], Awaitable[list[dict[str, 
         yield Page(slot.number, records)
 
 
-def _single(exc: BaseException) -> BaseException:
-    """The one exception inside (nested) single-member exception groups, else `exc`."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
 @asynccontextmanager
 async def iter_pages(fetch: Callable[[int], Awaitable[list[dict[str, Any]]]], *, per_page: int,
                      pages_total: int | None, max_pages: int, start_page: int = 1, prefetch: int = 4,
@@ -164,7 +158,7 @@ async def iter_pages(fetch: Callable[[int], Awaitable[list[dict[str, Any]]]], *,
                 tg.cancel_scope.cancel()
                 await stream.aclose()
     except BaseExceptionGroup as group:
-        failure = _single(group)
+        failure = unwrap(group)
         if failure is group:
             raise
     if failure is not None:

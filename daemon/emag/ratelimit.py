@@ -26,6 +26,7 @@ SLOWDOWN_FACTOR = 1.5  # each 429 widens the spacing by this factor...
 SLOWDOWN_MAX = 4.0  # ...up to this many times the nominal interval
 RECOVER_AFTER_SUCCESSES = 20  # successes in a row before one factor is taken back
 ORDER_PATH_PREFIX = "order/"
+SERVER_WINDOW_S = 1.0  # eMAG's shortest counting window
 
 
 class RateLimiter:
@@ -38,9 +39,10 @@ class RateLimiter:
 
     def __init__(self, per_second: float, per_minute: float, *, margin: float = DEFAULT_MARGIN,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep, name: str = "") -> None:
         if per_second <= 0 or per_minute <= 0 or margin < 0:
             raise ValueError("rates must be positive and the margin not negative")
+        self.name = name  # the route group: "orders" or "other"
         self.nominal_s = max(1.0 / per_second, 60.0 / per_minute) * (1.0 + margin)
         self._clock, self._sleep = clock, sleep
         self._slowdown = 1.0
@@ -80,6 +82,21 @@ class RateLimiter:
         self._successes = 0
         self._next = max(self._next, self._clock() + max(0.0, delay_s))
 
+    def budget(self) -> tuple[float, float]:
+        """(seconds until the next request may leave, slowdown): what another process needs
+        to go on spending this login's budget where this one left it."""
+        return self.wait_needed(), self._slowdown
+
+    def adopt(self, wait_s: float, slowdown: float, holder_died: bool = False) -> None:
+        """Take over a budget another process (or this one's previous life) left: no request
+        before `wait_s` from now, spaced at least `slowdown` times. When the process that spent
+        it last died, what it sent after its last report is unknown: wait one whole window
+        (the server's shortest, 1 s), after which none of it counts any more."""
+        if holder_died:
+            wait_s = max(wait_s, SERVER_WINDOW_S)
+        self._next = max(self._next, self._clock() + max(0.0, wait_s))
+        self._slowdown = min(max(self._slowdown, slowdown), SLOWDOWN_MAX)
+
     def on_success(self) -> None:
         """One answered request; after a run of them, take one slowdown factor back."""
         self._successes += 1
@@ -93,13 +110,14 @@ class AccountLimiter:
     every task of that account (never across accounts: each login has its own budget)."""
 
     def __init__(self, *, orders: RateLimiter | None = None, other: RateLimiter | None = None) -> None:
-        self.orders = orders or RateLimiter(ORDERS_PER_S, ORDERS_PER_MIN)
-        self.other = other or RateLimiter(OTHER_PER_S, OTHER_PER_MIN)
+        self.orders = orders or RateLimiter(ORDERS_PER_S, ORDERS_PER_MIN, name="orders")
+        self.other = other or RateLimiter(OTHER_PER_S, OTHER_PER_MIN, name="other")
 
     @classmethod
     def unlimited(cls) -> AccountLimiter:
         """For benchmarks and tests against a sandbox with its limits off."""
-        return cls(orders=RateLimiter(1e6, 6e7, margin=0), other=RateLimiter(1e6, 6e7, margin=0))
+        return cls(orders=RateLimiter(1e6, 6e7, margin=0, name="orders"),
+                   other=RateLimiter(1e6, 6e7, margin=0, name="other"))
 
     def for_path(self, path: str) -> RateLimiter:
         """`order/...` routes -> orders; everything else shares `other`."""

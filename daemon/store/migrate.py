@@ -6,7 +6,8 @@ import asyncpg
 
 from daemon.config import DatabaseSettings
 from daemon.store.queries import load_migrations, load_queries
-from daemon.store.store import lock_key, translate
+from daemon.store.driver import translate
+from daemon.store.lease import lock_key
 
 
 async def migrate(settings: DatabaseSettings) -> list[int]:

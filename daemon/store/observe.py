@@ -15,7 +15,8 @@ import anyio
 
 from daemon.store.errors import StoreUnavailable
 from daemon.store.recovery import RunningRun
-from daemon.store.store import Store, translate
+from daemon.store.driver import translate
+from daemon.store.store import Store
 
 
 @dataclass(frozen=True)

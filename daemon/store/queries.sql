@@ -21,21 +21,42 @@ SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backen
 SELECT pg_advisory_unlock($1);
 
 -- name: open_run
--- Insert a run row, committed before the first API request; register the pair.
-WITH run AS (
+-- Insert a run row, committed before the first API request; register the pair; take over
+-- the login's rate budget ($8 login, $9 route group; none when NULL) as it stands: the
+-- seconds until its next request may leave, its slowdown, whether its last holder died.
+WITH budget AS (
+    SELECT greatest(0, extract(epoch FROM b.next_at - clock_timestamp()))::float8 AS wait_s,
+           b.slowdown, b.holder IS NOT NULL AS orphaned
+      FROM {schema}.rate_budgets b WHERE b.login = $8 AND b.route_group = $9
+), run AS (
     INSERT INTO {schema}.sync_runs (account, resource, mode, trigger, host, pid, lock_key)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
     RETURNING id, started_at
 ), pair AS (
     INSERT INTO {schema}.sync_state (account, resource) VALUES ($1, $2)
     ON CONFLICT (account, resource) DO NOTHING
+), held AS (
+    INSERT INTO {schema}.rate_budgets (login, route_group, holder)
+    SELECT $8, $9, id FROM run WHERE $8::text IS NOT NULL
+    ON CONFLICT (login, route_group) DO UPDATE SET holder = EXCLUDED.holder, updated_at = now()
 )
-SELECT id, started_at FROM run;
+SELECT run.id, run.started_at, coalesce(budget.wait_s, 0) AS budget_wait_s,
+       coalesce(budget.slowdown, 1) AS budget_slowdown, coalesce(budget.orphaned, false) AS budget_orphaned
+  FROM run LEFT JOIN budget ON true;
 
 -- name: save_progress
 -- Heartbeat and counters of a live run; $2 is a Progress as JSON, its keys the column
 -- names. With a status ($3, and its error $4) it closes the run, once: a closed run is
 -- never reopened nor overwritten (the monitor's close stands). Returns the new status.
+-- The run's rate budget goes with it ($5 s until its next request, $6 slowdown), and a
+-- close hands the budget back.
+WITH budget AS (
+    UPDATE {schema}.rate_budgets
+       SET next_at = coalesce(clock_timestamp() + make_interval(secs => $5::float8), next_at),
+           slowdown = coalesce($6::float8, slowdown),
+           holder = CASE WHEN $3::text IS NULL THEN holder END, updated_at = now()
+     WHERE holder = $1
+)
 UPDATE {schema}.sync_runs r
    SET heartbeat_at = now(),
        status = coalesce($3, r.status),

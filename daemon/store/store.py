@@ -1,108 +1,25 @@
 """The store: one small connector around an asyncpg pool, and every domain
-operation as a named method. Code above this module never sees SQL or asyncpg."""
+operation as a named method. Code above this package never sees SQL or asyncpg."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import socket
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
 from datetime import datetime
-from enum import StrEnum
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Callable
 
 import anyio
 import asyncpg
 
 from daemon.config import DatabaseSettings
-from daemon.records import OfferRow, OrderRow
+from daemon.store.driver import DRIVER_ERRORS, init_connection, translate
 from daemon.store.errors import LockBusy, SchemaMismatch, StoreError, StoreRejected, StoreUnavailable
+from daemon.store.lease import CLOSE_ATTEMPT_S, RunLease, lock_key, unlock
 from daemon.store.queries import latest_version, load_queries
-
-# Driver errors that mean "the database is not there" rather than "this query is wrong".
-_UNAVAILABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
-                asyncpg.InterfaceError, TimeoutError)
-# ... and those that mean "it is there, and says no to this database.url".
-_REJECTED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError,
-             asyncpg.InvalidCatalogNameError)
-# Anything the driver raises (the _REJECTED are PostgresErrors too), for best-effort cleanup.
-_DRIVER_ERRORS = (asyncpg.PostgresError, *_UNAVAILABLE)
+from daemon.store.runs import DeferredClose
 
 DB_RETRY_MIN_S, DB_RETRY_MAX_S = 1.0, 30.0  # connecting: capped exponential backoff
-CLOSE_ATTEMPT_S = 1.25  # each way of closing a run's row: on its own session, then on a fresh one
 POOL_CLOSE_S = 1.0  # a graceful pool close; past it, connections are dropped
-
-
-@asynccontextmanager
-async def translate(action: str) -> AsyncIterator[None]:
-    """Translate driver errors into StoreError at the boundary (`raise ... from`)."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except _REJECTED as exc:
-        raise StoreRejected(f"{action}: the database refused database.url: {exc}") from exc
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(f"{action}: database unavailable: {exc}") from exc
-    except asyncpg.PostgresError as exc:
-        raise StoreError(f"{action}: {type(exc).__name__}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class Progress:
-    """The counters a run persists with each page and when it ends, each field named as its
-    sync_runs column (the queries read them by name from `as_json()`)."""
-
-    pages_done: int = 0
-    pages_total: int | None = None
-    items_seen: int = 0
-    items_written: int = 0
-    items_unchanged: int = 0
-    items_invalid: int = 0
-    api_requests: int = 0
-    api_retries: int = 0
-    api_throttled: int = 0
-    api_wait_s: float = 0.0
-    api_latency_p50_s: float | None = None
-    api_latency_p95_s: float | None = None
-    api_latency_max_s: float | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class Closed(StrEnum):
-    """How closing a run's row went."""
-
-    NOW = "now"
-    ALREADY = "already"  # someone else closed it first (a monitor); never overwritten
-    LATER = "later"  # the database is away: the store closes it once it answers again
-
-
-@dataclass(frozen=True)
-class DeferredClose:
-    run_id: int
-    status: str
-    progress: Progress
-    error: str | None
-
-
-@dataclass(frozen=True)
-class SyncState:
-    watermark: datetime | None
-    checkpoint: dict[str, Any] | None
-
-
-def lock_key(schema: str, account: str, resource: str) -> int:
-    """A stable signed 64-bit advisory lock key per (schema, account, resource)."""
-    digest = hashlib.blake2b(f"emag-sync:{schema}:{account}:{resource}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+IDLE_CONNECTION_S = 60.0  # an idle pooled connection closes after this: the server's slots are shared
 
 
 class Store:
@@ -125,7 +42,8 @@ class Store:
         async with translate("connect"):
             pool = await asyncpg.create_pool(
                 settings.url, min_size=1, max_size=size, timeout=settings.connect_timeout_s,
-                command_timeout=settings.statement_timeout_s, init=_init_connection,
+                max_inactive_connection_lifetime=IDLE_CONNECTION_S,
+                command_timeout=settings.statement_timeout_s, init=init_connection,
                 server_settings={"application_name": application_name},
             )
         return cls(pool, settings, size)
@@ -201,28 +119,24 @@ class Store:
                     yield RunLease(self, conn, account, resource, key, (got["pid"], got["backend_start"]))
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await _unlock(conn, self.q["unlock"], key)
+                        await unlock(conn, self.q["unlock"], key)
             finally:
                 with anyio.CancelScope(shield=True):
                     try:
                         await self.pool.release(conn)
-                    except _DRIVER_ERRORS:
+                    except DRIVER_ERRORS:
                         pass  # its reset failed: the pool has closed it, and its locks went with it
 
-    async def save_progress(self, run_id: int, progress: Progress) -> None:
-        await self.execute("save_progress", run_id, progress.as_json(), None, None)
-
-    async def finish_run(self, run_id: int, status: str, progress: Progress, error: str | None,
-                         drop_session: tuple[int, datetime] | None = None) -> bool:
-        """Close the run once; False when it was already closed (e.g. by the monitor).
-        `drop_session` (pid, backend_start): first end that session of the run's, which may hold
-        the row's lock."""
+    async def close_run_elsewhere(self, args: tuple[Any, ...], drop_session: tuple[int, datetime] | None = None,
+                                  ) -> bool:
+        """Close a run on a pool session (save_progress `args` carrying a status); False when it
+        was already closed (e.g. by the monitor). `drop_session` (pid, backend_start): first end
+        that session of the run's, which may hold the row's lock."""
         async with translate("finish_run"):
             async with self.pool.acquire() as conn:
                 if drop_session is not None:
                     await conn.execute(self.q["terminate_session"], *drop_session)
-                rows = await conn.fetch(self.q["save_progress"], run_id, progress.as_json(), status, error)
-        return bool(rows)
+                return bool(await conn.fetch(self.q["save_progress"], *args))
 
     async def close_deferred(self) -> list[DeferredClose]:
         """Close the rows deferred while the database was away, one bounded attempt each, in
@@ -231,18 +145,13 @@ class Store:
         for item in list(self.deferred.values()):
             try:
                 with anyio.fail_after(CLOSE_ATTEMPT_S):
-                    await self.finish_run(item.run_id, item.status, item.progress, item.error)
+                    await self.close_run_elsewhere((item.run_id, item.progress.as_json(), item.status, item.error,
+                                                    None, None))
             except (StoreError, TimeoutError):
                 break
             del self.deferred[item.run_id]
             done.append(item)
         return done
-
-    async def get_state(self, account: str, resource: str) -> SyncState:
-        rows = await self.fetch("get_state", account, resource)
-        if not rows:
-            return SyncState(None, None)
-        return SyncState(rows[0]["watermark"], rows[0]["checkpoint"])
 
     async def history(self, limit: int, account: str | None = None,
                       resource: str | None = None) -> list[dict[str, Any]]:
@@ -253,117 +162,3 @@ class Store:
 
     async def last_runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("last_runs")]
-
-
-async def _unlock(conn: asyncpg.Connection, sql: str, key: int) -> None:
-    try:
-        await conn.fetchval(sql, key)
-    except _DRIVER_ERRORS:
-        # A broken connection has lost its session, and the lock with it; the pool
-        # discards it (its reset also runs pg_advisory_unlock_all()).
-        pass
-
-
-class RunLease:
-    """A held (account, resource) lock and the connection that holds it.
-
-    Page writes run here so the page's rows, the run's progress and the checkpoint
-    commit in one transaction on the locked session."""
-
-    def __init__(self, store: Store, conn: asyncpg.Connection, account: str, resource: str, key: int,
-                 session: tuple[int, datetime]) -> None:
-        self.store, self.conn, self.account, self.resource, self.key = store, conn, account, resource, key
-        self.session = session  # (pid, backend_start) of the session holding the lock
-        self.q = store.q
-
-    async def open_run(self, mode: str, trigger: str) -> tuple[int, datetime]:
-        async with translate("open_run"):
-            row = await self.conn.fetchrow(self.q["open_run"], self.account, self.resource, mode, trigger,
-                                           socket.gethostname(), os.getpid(), self.key)
-        return row["id"], row["started_at"]
-
-    async def finish_run(self, run_id: int, status: str, progress: Progress, error: str | None) -> bool:
-        """Close the run on the lease's own session, outside any transaction a cancelled page
-        left behind. A cancel inside a page transaction also cancels asyncpg's ROLLBACK, leaving
-        the session in a transaction that holds the row's lock (any other session would block
-        on it); a cancel as the page starts can leave a BEGIN in flight that the client does
-        not know of yet, so the close ran inside it: roll back and close again."""
-        async with translate("finish_run"):
-            for _ in range(2):
-                if self.conn.is_in_transaction():
-                    await self.conn.execute("ROLLBACK")
-                rows = await self.conn.fetch(self.q["save_progress"], run_id, progress.as_json(), status, error)
-                if not self.conn.is_in_transaction():
-                    return bool(rows)
-        raise StoreError("finish_run: the run's session stays inside a transaction")
-
-    async def close_run(self, run_id: int, status: str, progress: Progress,
-                        error: str | None) -> tuple[Closed, list[str]]:
-        """Close the run's row, whatever state its session is in: on that session (bounded),
-        else on a fresh one after dropping this session, whose transaction and row locks go
-        with it (a session that a cancel left busy or blocked would hold the row forever),
-        else later (the store retries once the database answers). Returns how, and what failed."""
-        failures: list[str] = []
-        attempts = (lambda: self.finish_run(run_id, status, progress, error),
-                    lambda: self.store.finish_run(run_id, status, progress, error, drop_session=self.session))
-        for attempt in attempts:
-            try:
-                with anyio.fail_after(CLOSE_ATTEMPT_S):
-                    return (Closed.NOW if await attempt() else Closed.ALREADY), failures
-            except (StoreError, TimeoutError) as exc:
-                failures.append(str(exc) or f"no answer within {CLOSE_ATTEMPT_S:g} s")
-            try:
-                self.conn.terminate()
-            except _DRIVER_ERRORS:
-                pass  # already gone with the connection
-        late = f"{error}; " if error else ""
-        self.store.deferred[run_id] = DeferredClose(
-            run_id, status, progress, f"{late}row closed late: the database was unreachable when the run ended "
-                                      f"({failures[-1]})")
-        return Closed.LATER, failures
-
-    async def begin_scan(self) -> None:
-        """A full offer scan starts on this session: forget the ids of any earlier one."""
-        async with translate("scan_begin"):
-            async with self.conn.transaction():
-                await self.conn.execute(self.q["scan_begin"])
-
-    async def commit_offers(self, run_id: int, rows: Sequence[OfferRow], progress: Progress,
-                            checkpoint: dict[str, Any]) -> tuple[int, int]:
-        columns = _columns(rows, OfferRow.__slots__)
-        return await self._commit("upsert_offers", run_id, progress, checkpoint, (self.account, *columns))
-
-    async def commit_orders(self, run_id: int, rows: Sequence[OrderRow], progress: Progress,
-                            checkpoint: dict[str, Any]) -> tuple[int, int]:
-        columns = _columns(rows, OrderRow.__slots__)
-        return await self._commit("upsert_orders", run_id, progress, checkpoint, (self.account, *columns))
-
-    async def _commit(self, query: str, run_id: int, progress: Progress, checkpoint: dict[str, Any],
-                      args: tuple[Any, ...]) -> tuple[int, int]:
-        """Rows, progress/heartbeat and checkpoint in one transaction -> (inserted, updated)."""
-        async with translate(query):
-            async with self.conn.transaction():
-                row = await self.conn.fetchrow(self.q[query], *args)
-                await self.conn.execute(self.q["save_progress"], run_id, progress.as_json(), None, None)
-                await self.conn.execute(self.q["save_checkpoint"], self.account, self.resource, checkpoint)
-        return row["inserted"], row["updated"]
-
-    async def save_checkpoint(self, checkpoint: dict[str, Any] | None) -> None:
-        async with translate("save_checkpoint"):
-            await self.conn.execute(self.q["save_checkpoint"], self.account, self.resource, checkpoint)
-
-    async def complete(self, watermark: datetime | None, mark_missing: bool = False) -> int:
-        """A finished scan: mark the offers it did not see (a full offer scan this session read
-        from page 1), advance the watermark, drop the checkpoint, in one transaction. Returns
-        the number of offers newly marked missing."""
-        marked = 0
-        async with translate("complete_state"):
-            async with self.conn.transaction():
-                if mark_missing:
-                    marked = (await self.conn.fetchrow(self.q["mark_missing_offers"], self.account))["marked"]
-                await self.conn.execute(self.q["complete_state"], self.account, self.resource, watermark)
-        return marked
-
-
-def _columns(rows: Sequence[Any], names: Sequence[str]) -> list[list[Any]]:
-    return [[getattr(r, name) for r in rows] for name in names]

@@ -18,14 +18,15 @@ import structlog
 from daemon.config import AccountSettings, SyncSettings
 from daemon.constants import ORDER_WINDOW_MAX_S
 from daemon.emag import ApiStats, Count, EmagClient, EmagError, iter_pages
-from daemon.exits import unwrap
+from daemon.groups import unwrap
 from daemon.records import InvalidRecord, OfferRow, OrderRow, format_api_date
-from daemon.store import Closed, Progress, RunLease, Store, StoreError
+from daemon.store import Budget, Closed, Progress, RunLease, StoreError
 from daemon.sync import plan
 
 log = structlog.get_logger("daemon.sync")
 
 OPEN_TIMEOUT_S = 2.0  # bound on opening the run row (closing it is bounded by the store)
+API_RESOURCE = {"offers": "product_offer", "orders": "order"}  # eMAG's name for each resource
 
 
 def internal_error(exc: BaseException) -> str:
@@ -77,7 +78,8 @@ class Counters:
             api_latency_p95_s=api.latency_s(0.95), api_latency_max_s=api.latency_s(1.0))
 
 
-def parse_page(records: Sequence[Any], parse: Callable[[Any], Any], ctx: dict[str, Any]) -> tuple[list[Any], int]:
+def parse_page(records: Sequence[Any], parse: Callable[[Any], Any],
+               log: structlog.typing.FilteringBoundLogger) -> tuple[list[Any], int]:
     """Typed rows of a page, deduplicated by id (last wins), and the number of invalid records."""
     rows: dict[int, Any] = {}
     invalid = 0
@@ -86,7 +88,7 @@ def parse_page(records: Sequence[Any], parse: Callable[[Any], Any], ctx: dict[st
             row = parse(raw)
         except InvalidRecord as exc:
             invalid += 1
-            log.warning("sync.record_invalid", **ctx, record_id=exc.record_id, reason=exc.reason)
+            log.warning("sync.record_invalid", record_id=exc.record_id, reason=exc.reason)
             continue
         rows[row.id] = row
     return list(rows.values()), invalid
@@ -95,13 +97,15 @@ def parse_page(records: Sequence[Any], parse: Callable[[Any], Any], ctx: dict[st
 class SyncRun:
     """Runs one (account, resource) under its lease; `execute()` never leaves the row open."""
 
-    def __init__(self, store: Store, client: EmagClient, settings: SyncSettings, request: RunRequest,
+    def __init__(self, client: EmagClient, settings: SyncSettings, request: RunRequest,
                  on_progress: Callable[[str, Counters], None] | None = None) -> None:
-        self.store, self.client, self.settings, self.request = store, client, settings, request
+        self.client, self.settings, self.request = client, settings, request
         self.counters = Counters()
         self.on_progress = on_progress
-        self.ctx = {"account": request.account.name, "resource": request.resource}
+        self.log = log.bind(account=request.account.name, resource=request.resource)
         self.run_id: int | None = None
+        # The route group this resource's requests spend: product_offer/* or order/*.
+        self.limiter = client.limiter.for_path(f"{API_RESOURCE[request.resource]}/read")
 
     @property
     def mode(self) -> str:
@@ -110,14 +114,20 @@ class SyncRun:
     async def execute(self, lease: RunLease) -> RunResult:
         # Shielded: a cancel arriving after the row's INSERT committed would leave it running.
         with anyio.CancelScope(shield=True), anyio.fail_after(OPEN_TIMEOUT_S):
-            self.run_id, started_at = await lease.open_run(self.mode, self.request.trigger)
-        ctx = {**self.ctx, "run_id": self.run_id}
-        log.info("sync.run_started", **ctx, mode=self.mode, trigger=self.request.trigger)
+            opened = await lease.open_run(self.mode, self.request.trigger,
+                                          (self.request.account.login, self.limiter.name))
+        self.run_id, started_at = opened.id, opened.started_at
+        # The login's budget as the previous run of this route group left it, in whichever process
+        self.limiter.adopt(opened.budget.wait_s, opened.budget.slowdown, holder_died=opened.budget.orphaned)
+        lease.budget = lambda: Budget(*self.limiter.budget())
+        self.log = self.log.bind(run_id=self.run_id)
+        self.log.info("sync.run_started", mode=self.mode, trigger=self.request.trigger,
+                      budget_wait_s=opened.budget.wait_s, budget_orphaned=opened.budget.orphaned)
         status, error, began, body_done = "failed", None, time.monotonic(), False
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + self.settings.timeout_s) as deadline:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._heartbeat)
+                    tg.start_soon(self._heartbeat, lease)
                     await self._body(lease, started_at)
                     body_done = True  # the deadline passing from here on changes nothing committed
                     tg.cancel_scope.cancel()
@@ -134,40 +144,40 @@ class SyncRun:
                 error = str(exc)
             elif isinstance(exc, Exception):  # an unexpected bug still ends the run as failed
                 error = internal_error(exc)
-                log.error("sync.run_crashed", **ctx, exc_info=exc)
+                self.log.error("sync.run_crashed", exc_info=exc)
             else:
                 raise
         finally:
             with anyio.CancelScope(shield=True):
-                await self._close(lease, status, error, ctx, time.monotonic() - began)
+                await self._close(lease, status, error, time.monotonic() - began)
         return RunResult(self.request.account.name, self.request.resource, status, self.run_id, error,
                          self.counters.snapshot())
 
-    async def _close(self, lease: RunLease, status: str, error: str | None, ctx: dict[str, Any],
-                     elapsed_s: float) -> None:
+    async def _close(self, lease: RunLease, status: str, error: str | None, elapsed_s: float) -> None:
         progress = self.counters.snapshot()
-        closed, failures = await lease.close_run(self.run_id, status, progress, error)
+        closed, failures = await lease.close_run(status, progress, error)
         for failure in failures:
-            log.warning("sync.run_close_failed", **ctx, status=status, error=failure)
+            self.log.warning("sync.run_close_failed", status=status, error=failure)
         if closed is Closed.LATER:
-            log.error("sync.run_close_deferred", **ctx, status=status,
-                      reason="the database is unreachable; the row is closed once it answers")
+            self.log.error("sync.run_close_deferred", status=status,
+                           reason="the database is unreachable; the row is closed once it answers")
             return
         event = "sync.run_finished" if status == "completed" else "sync.run_ended"
-        level = log.info if status in ("completed", "cancelled") else log.error
-        level(event, **ctx, status=status, pages=progress.pages_done, items_seen=progress.items_seen,
+        level = self.log.info if status in ("completed", "cancelled") else self.log.error
+        level(event, status=status, pages=progress.pages_done, items_seen=progress.items_seen,
               items_written=progress.items_written, requests=progress.api_requests,
               throttled=progress.api_throttled, elapsed_s=elapsed_s, error=error,
               closed_by_us=closed is Closed.NOW)
 
-    async def _heartbeat(self) -> None:
-        """Advance heartbeat_at even while the run waits on the API or the rate limiter."""
+    async def _heartbeat(self, lease: RunLease) -> None:
+        """Advance heartbeat_at (and hand over the rate budget) even while the run waits on
+        the API or the rate limiter."""
         while True:
             await anyio.sleep(self.settings.heartbeat_interval_s)
             try:
-                await self.store.save_progress(self.run_id, self.counters.snapshot())
+                await lease.heartbeat(self.counters.snapshot())
             except StoreError as exc:
-                log.warning("sync.heartbeat_failed", **self.ctx, error=str(exc))
+                self.log.warning("sync.heartbeat_failed", error=str(exc))
 
     async def _body(self, lease: RunLease, started_at: datetime) -> None:
         if self.request.resource == "offers":
@@ -217,8 +227,7 @@ class SyncRun:
         if await fetch(last + 1):
             raise RunFailed(f"the API ended the scan after page {last} of {count.pages} counted, but page "
                             f"{last + 1} has records when asked again: not trusting a truncated scan")
-        log.warning("sync.count_disagrees", **self.ctx, run_id=self.run_id, last_page=last,
-                    counted_pages=count.pages, counted_items=count.items)
+        self.log.warning("sync.count_disagrees", last_page=last, counted_pages=count.pages, counted_items=count.items)
 
     async def _commit(self, page_no: int, rows: list[Any], invalid: int, write: Callable) -> None:
         c = self.counters
@@ -229,44 +238,44 @@ class SyncRun:
         inserted, updated = await write(rows, progress)
         c.items_written += inserted + updated
         c.items_unchanged += len(rows) - inserted - updated
-        log.info("sync.page_committed", **self.ctx, run_id=self.run_id, page=page_no, items=len(rows),
-                 inserted=inserted, updated=updated, invalid=invalid, elapsed_s=time.monotonic() - began)
+        self.log.info("sync.page_committed", page=page_no, items=len(rows), inserted=inserted, updated=updated,
+                      invalid=invalid, elapsed_s=time.monotonic() - began)
         if self.on_progress:
             self.on_progress(f"{self.request.account.name}/{self.request.resource}", c)
 
     async def _offers(self, lease: RunLease, started_at: datetime) -> None:
-        state = await self.store.get_state(self.request.account.name, "offers")
+        state = await lease.state()
         start_page, scan_started_at = plan.offers_resume(state.checkpoint, started_at, self.settings.page_size)
         await lease.begin_scan()
         if start_page > 1:
-            log.info("sync.resuming", **self.ctx, page=start_page, scan_started_at=scan_started_at)
+            self.log.info("sync.resuming", page=start_page, scan_started_at=scan_started_at)
 
         async def on_page(page_no: int, records: list[dict[str, Any]]) -> None:
-            rows, invalid = parse_page(records, OfferRow.from_api, self.ctx)
+            rows, invalid = parse_page(records, OfferRow.from_api, self.log)
             checkpoint = plan.offers_checkpoint(page_no, scan_started_at, self.settings.page_size)
-            await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_offers(self.run_id, r, p, checkpoint))
+            await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_offers(r, p, checkpoint))
 
-        await self._pages("product_offer", {}, start_page, on_page)
+        await self._pages(API_RESOURCE["offers"], {}, start_page, on_page)
         # Missing offers are those this scan did not see; only a scan this run read whole knows.
         missing = await lease.complete(watermark=None, mark_missing=start_page == 1)
         if start_page > 1:
-            log.info("sync.missing_check_skipped", **self.ctx, reason=f"resumed at page {start_page}; "
-                     "the next whole scan marks offers that disappeared")
+            self.log.info("sync.missing_check_skipped", reason=f"resumed at page {start_page}; "
+                          "the next whole scan marks offers that disappeared")
         if missing:
-            log.warning("sync.offers_missing", **self.ctx, count=missing)
+            self.log.warning("sync.offers_missing", count=missing)
 
     async def _orders(self, lease: RunLease, started_at: datetime) -> None:
         account = self.request.account
         tz = ZoneInfo(account.timezone)
         per_page = self.settings.page_size
-        state = await self.store.get_state(account.name, "orders")
+        state = await lease.state()
         order_plan = plan.plan_orders(
             self.mode, state.watermark, state.checkpoint, started_at,
             overlap=timedelta(seconds=self.settings.orders_overlap_s),
             horizon=timedelta(days=self.settings.orders_horizon_days),
             max_span=timedelta(seconds=ORDER_WINDOW_MAX_S), per_page=per_page)
         if order_plan.first_window or order_plan.first_page > 1:
-            log.info("sync.resuming", **self.ctx, window=order_plan.first_window, page=order_plan.first_page)
+            self.log.info("sync.resuming", window=order_plan.first_window, page=order_plan.first_page)
         for index in range(order_plan.first_window, len(order_plan.windows)):
             after, before = order_plan.windows[index]
             filters: dict[str, Any] = {"modifiedAfter": format_api_date(after, tz),
@@ -275,20 +284,18 @@ class SyncRun:
                 filters["type"] = account.order_type
 
             async def on_page(page_no: int, records: list[dict[str, Any]], window: int = index) -> None:
-                rows, invalid = parse_page(records, lambda r: OrderRow.from_api(r, tz), self.ctx)
+                rows, invalid = parse_page(records, lambda r: OrderRow.from_api(r, tz), self.log)
                 checkpoint = plan.orders_checkpoint(self.mode, order_plan, window, page_no, per_page)
-                await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_orders(
-                    self.run_id, r, p, checkpoint))
+                await self._commit(page_no, rows, invalid, lambda r, p: lease.commit_orders(r, p, checkpoint))
 
             first = order_plan.first_page if index == order_plan.first_window else 1
             seen: set[str] = set()
-            count, pages_read = await self._pages("order", filters, first, on_page, seen)
+            count, pages_read = await self._pages(API_RESOURCE["orders"], filters, first, on_page, seen)
             if first == 1 and pages_read > 1 and len(seen) < count.items:
                 # Paging is by offset: an order modified out of the window while we paged
                 # shifts the rest up, and one can slip past a page boundary unread. Read the
                 # window once more (unchanged rows cost no writes).
-                log.warning("sync.window_reread", **self.ctx, run_id=self.run_id, window=index,
-                            seen=len(seen), counted=count.items)
-                await self._pages("order", filters, 1, on_page)
+                self.log.warning("sync.window_reread", window=index, seen=len(seen), counted=count.items)
+                await self._pages(API_RESOURCE["orders"], filters, 1, on_page)
             await lease.save_checkpoint(plan.orders_checkpoint(self.mode, order_plan, index + 1, 0, per_page))
         await lease.complete(watermark=order_plan.end)

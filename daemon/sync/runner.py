@@ -27,6 +27,8 @@ class Marketplace:
         self.settings = settings
         self.unlimited = unlimited  # benchmarks against a sandbox with its limits off
         self._clients: dict[str, EmagClient] = {}
+        # One limiter per login: two accounts that share a login share its budget.
+        self._limiters: dict[str, AccountLimiter] = {}
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Marketplace:
@@ -40,9 +42,10 @@ class Marketplace:
         """The account's client, created on first use (so a reload can add accounts)."""
         if name not in self._clients:
             account, sync = self.settings.account(name), self.settings.sync
+            limiter = self._limiters.setdefault(
+                account.login, AccountLimiter.unlimited() if self.unlimited else AccountLimiter())
             client = EmagClient(
-                account.base_url, account.username, account.password,
-                AccountLimiter.unlimited() if self.unlimited else AccountLimiter(),
+                account.base_url, account.username, account.password, limiter,
                 connect_timeout_s=sync.connect_timeout_s, read_timeout_s=sync.read_timeout_s,
                 retry=RetryPolicy(max_attempts=sync.retry_attempts, max_total_s=sync.retry_max_total_s))
             self._clients[name] = await self._stack.enter_async_context(client)
@@ -66,7 +69,7 @@ async def run_pair(store: Store, market: Marketplace, request: RunRequest,
     try:
         client = await market.client(name)
         async with store.lease(name, resource) as lease:
-            run = SyncRun(store, client, market.settings.sync, request, on_progress)
+            run = SyncRun(client, market.settings.sync, request, on_progress)
             return await run.execute(lease)
     except LockBusy as exc:
         log.warning("sync.skipped_locked", account=name, resource=resource, reason=str(exc))
