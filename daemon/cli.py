@@ -18,10 +18,12 @@ from daemon import __version__, logs
 from daemon.config import ConfigError, Settings, add_config_option, load
 from daemon.constants import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, RESOURCES
 from daemon.exits import run_command
-from daemon.report import describe, history_text, status_text, to_json
+from daemon.report import deliveries_text, describe, history_text, status_text, to_json
 from daemon.store import Store, migrate
 
 log = structlog.get_logger("daemon.cli")
+
+WAIT_POLL_S = 0.5
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true")
     status = sub.add_parser("status", help="what runs now, and the last success per account and resource")
     status.add_argument("--json", action="store_true")
+    trigger = sub.add_parser("trigger", help='"sync now": queue a run for the resident daemon (safe to repeat)')
+    trigger.add_argument("--account", action="append", metavar="NAME", help="only this account (repeatable)")
+    trigger.add_argument("--resource", choices=(*RESOURCES, "all"), default="all")
+    trigger.add_argument("--wait", action="store_true", help="wait for the runs that serve it; exit as `once` does")
+    trigger.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
+                         help="with --wait: give up (exit 1) after this long (default 3600)")
+    deliveries = sub.add_parser("deliveries", help="the webhook delivery log, newest first")
+    deliveries.add_argument("--limit", type=int, default=20)
+    deliveries.add_argument("--json", action="store_true")
     sub.add_parser("run", help="the resident daemon (what systemd runs)")
     recover = sub.add_parser("recover", help="fail runs stuck in 'running' whose process is gone")
     recover.add_argument("--older-than", type=float, metavar="SECONDS", required=True,
@@ -64,7 +75,7 @@ async def _with_store(settings: Settings, action: Callable[[Store], Awaitable[in
 
 
 def _exit_code(results: Sequence[Any]) -> int:
-    statuses = {r.status for r in results}
+    statuses = {r["status"] if isinstance(r, dict) else r.status for r in results}
     if statuses & {"failed", "timeout"}:
         return EXIT_FAILED
     if "cancelled" in statuses:
@@ -78,13 +89,8 @@ async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.sync.run import RunRequest
     from daemon.sync.runner import Marketplace, run_many
 
-    names = args.account or list(settings.names)
-    accounts = [settings.account(n) for n in dict.fromkeys(names)]
-    requests = [RunRequest(a, resource, args.mode, "manual") for a in accounts
-                for resource in (a.resources if args.resource == "all" else (args.resource,))
-                if resource in a.resources]
-    if not requests:
-        raise ConfigError(f"--resource {args.resource}: not enabled for the selected accounts")
+    requests = [RunRequest(settings.account(a), r, args.mode, "manual")
+                for a, r in _pairs(settings, args.account, args.resource)]
     interrupted = False
 
     results: list = []
@@ -117,6 +123,61 @@ async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if interrupted else code
 
 
+def _pairs(settings: Settings, names: list[str] | None, resource: str) -> list[tuple[str, str]]:
+    """The (account, resource) pairs a command names, as configured (ConfigError otherwise)."""
+    accounts = [settings.account(n) for n in dict.fromkeys(names or settings.names)]
+    pairs = [(a.name, r) for a in accounts for r in (a.resources if resource == "all" else (resource,))
+             if r in a.resources]
+    if not pairs:
+        raise ConfigError(f"--resource {resource}: not enabled for the selected accounts")
+    return pairs
+
+
+async def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
+    pairs = _pairs(settings, args.account, args.resource)
+
+    async def body(store: Store) -> int:
+        await store.register_pairs(pairs)
+        ids = []
+        for account, resource in pairs:
+            for request_id in await store.request_sync(account, resource):
+                ids.append(request_id)
+                print(f"queued {account}/{resource} (request {request_id})")
+        if not args.wait:
+            return EXIT_OK
+        return await _wait_for_requests(store, ids, args.timeout)
+    return await _with_store(settings, body)
+
+
+async def _wait_for_requests(store: Store, ids: list[int], timeout_s: float) -> int:
+    """Until every request's run has ended (printing each as `once` does), or timeout_s."""
+    printed: set[int] = set()
+    results: list[Any] = []
+    with anyio.move_on_after(timeout_s):
+        while len(printed) < len(ids):
+            for row in await store.request_outcomes(ids):
+                if row["id"] in printed or row["status"] in (None, "running"):
+                    continue
+                printed.add(row["id"])
+                results.append(row)
+                print(f"{row['account']}/{row['resource']}: {row['status']} (run {row['run_id']})"
+                      + (f" - {row['error']}" if row["error"] and row["status"] != "completed" else ""))
+            await anyio.sleep(WAIT_POLL_S)
+    if len(printed) < len(ids):
+        print(f"gave up waiting after {timeout_s:g} s: {len(ids) - len(printed)} request(s) not served yet "
+              "(they stay queued; `emag-sync status` shows them)")
+        return EXIT_FAILED
+    return _exit_code(results)
+
+
+async def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
+    async def body(store: Store) -> int:
+        rows = await store.recent_deliveries(max(1, args.limit))
+        print(to_json(rows) if args.json else deliveries_text(rows))
+        return EXIT_OK
+    return await _with_store(settings, body)
+
+
 async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
     async def body(store: Store) -> int:
         runs = await store.history(max(1, args.limit), args.account, args.resource)
@@ -127,8 +188,9 @@ async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     async def body(store: Store) -> int:
-        running, last = await store.running_runs(), await store.last_runs()
-        print(to_json({"running": running, "pairs": last}) if args.json else status_text(running, last))
+        running, last, pending = await store.running_runs(), await store.last_runs(), await store.pending_requests()
+        print(to_json({"running": running, "pairs": last, "pending_requests": pending}) if args.json
+              else status_text(running, last, pending))
         return EXIT_OK
     return await _with_store(settings, body)
 
@@ -164,7 +226,7 @@ NEED_EMAG_SECRETS = ("once", "run")
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
     "migrate": cmd_migrate, "once": cmd_once, "history": cmd_history, "status": cmd_status,
-    "run": cmd_run, "recover": cmd_recover,
+    "run": cmd_run, "recover": cmd_recover, "trigger": cmd_trigger, "deliveries": cmd_deliveries,
 }
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from daemon import secrets
 from daemon.constants import DEFAULT_CONFIG_PATH, RESOURCES
 from daemon.settings import (AccountSettings, ConfigError, DatabaseSettings, LogSettings, MonitorSettings,
-                             ScheduleSettings, Settings, SyncSettings)
+                             ScheduleSettings, Settings, SyncSettings, WebhookSettings)
 
 __all__ = ["AccountSettings", "ConfigError", "DatabaseSettings", "LogSettings", "MonitorSettings",
-           "ScheduleSettings", "Settings", "SyncSettings", "add_config_option", "config_path",
+           "ScheduleSettings", "Settings", "SyncSettings", "WebhookSettings", "add_config_option", "config_path",
            "database_url_from_env", "load", "mask_dsn", "normalize_dsn", "parse"]
 
 
@@ -148,6 +149,24 @@ _DB_CHECKS = {
 _LOG_CHECKS = {"format": _string(choices=("kv", "json")), "level": _string(choices=_LEVELS)}
 
 
+def _urls(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of http(s) URLs")
+    return tuple(dict.fromkeys(_http_url(key, v) for v in value))
+
+
+_WEBHOOK_CHECKS = {"urls": _urls, "timeout_s": _number(float, 0.1, 60), "max_attempts": _number(int, 1, 20)}
+
+
+def _webhooks(doc: Mapping[str, Any], env: Mapping[str, str], base: Path, need_secrets: bool) -> WebhookSettings:
+    """[webhooks]: run-end POSTs, signed with a secret read like the account passwords
+    (`secret`, $CREDENTIALS_DIRECTORY/webhook.secret, `secret_file`)."""
+    table = dict(_table(doc, "webhooks"))
+    wanted = bool(table.get("urls"))
+    secret = secrets.secret(table, "webhooks", "secret", "webhook.secret", env, base, need_secrets and wanted)
+    return _section(table, WebhookSettings, "webhooks", _WEBHOOK_CHECKS, secret=secret)
+
+
 # --- accounts and secrets -------------------------------------------------------
 
 _USERNAME = re.compile(r"^[^:\x00-\x1f]+$")
@@ -158,56 +177,6 @@ _ACCOUNT_CHECKS = {
     "offers_interval_s": _SCHEDULE_CHECKS["offers_interval_s"],
     "orders_interval_s": _SCHEDULE_CHECKS["orders_interval_s"],
 }
-
-
-def _read_secret(key: str, path: Path) -> str:
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"{key}: {path} is empty")
-    return secret
-
-
-def _credential(env: Mapping[str, str], file_name: str, key: str, required: bool = True) -> str | None:
-    """systemd's copy of a secret, $CREDENTIALS_DIRECTORY/<file_name>, if the unit loads one.
-    An unreadable directory is an error when the secret is `required`; otherwise it is
-    passed over (systemd 252 hides it from ExecReload= commands, which check the file only)."""
-    cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if not cred_dir:
-        return None
-    path = Path(cred_dir) / file_name
-    try:
-        if not path.exists():
-            return None
-    except OSError as exc:  # the directory itself is unreadable to this user
-        if not required:
-            return None
-        raise ConfigError(f"{key}: cannot read $CREDENTIALS_DIRECTORY ({cred_dir}): {exc.strerror}") from None
-    return _read_secret(key, path)
-
-
-def _password(name: str, table: dict[str, Any], env: Mapping[str, str], base: Path, need: bool) -> str:
-    """Inline `password`, else systemd's $CREDENTIALS_DIRECTORY/<name>.password (LoadCredential=,
-    which is how a service user gets a root-only file), else `password_file`."""
-    prefix = f"accounts.{name}"
-    inline, path = table.pop("password", None), table.pop("password_file", None)
-    if inline is not None and path is not None:
-        raise ConfigError(f"{prefix}.password: set password or password_file, not both")
-    if path is not None:
-        path = base / _string()(f"{prefix}.password_file", path)
-    if inline is not None:
-        return _string()(f"{prefix}.password", inline)
-    if not need:
-        return ""
-    credential = _credential(env, f"{name}.password", f"{prefix}.password")
-    if credential is not None:
-        return credential
-    if path is not None:
-        return _read_secret(f"{prefix}.password_file", path)
-    raise ConfigError(f"{prefix}.password: missing secret (set password_file, password, "
-                      f"or provide $CREDENTIALS_DIRECTORY/{name}.password)")
 
 
 def _accounts(doc: Mapping[str, Any], schedule: ScheduleSettings, env: Mapping[str, str], base: Path,
@@ -222,7 +191,8 @@ def _accounts(doc: Mapping[str, Any], schedule: ScheduleSettings, env: Mapping[s
         if not isinstance(raw, dict):
             raise ConfigError(f"accounts.{name}: expected a table")
         raw = dict(raw)
-        password = _password(name, raw, env, base, need_secrets)
+        password = secrets.secret(raw, f"accounts.{name}", "password", f"{name}.password", env, base,
+                                  need_secrets)
         for required in ("base_url", "username"):
             if required not in raw:
                 raise ConfigError(f"accounts.{name}.{required}: missing")
@@ -232,27 +202,6 @@ def _accounts(doc: Mapping[str, Any], schedule: ScheduleSettings, env: Mapping[s
                            name=name, password=password)
         result.append(replace(account, **{k: v for k, v in defaults.items() if k not in raw}))
     return tuple(result)
-
-
-def _database_password(table: dict[str, Any], env: Mapping[str, str], base: Path, need_secrets: bool) -> str:
-    """database.url with its password: systemd's $CREDENTIALS_DIRECTORY/database.password, else
-    `password_file` (0640 root:emag-sync, so the services and operators of the group read it),
-    else whatever the URL holds."""
-    url = normalize_dsn("database.url", table["url"])
-    path = table.pop("password_file", None)
-    secret = _credential(env, "database.password", "database.password", required=need_secrets)
-    if secret is None and path is not None:
-        secret = _read_secret("database.password_file", base / _string()("database.password_file", path))
-    if secret is None:
-        return url
-    parts = urlsplit(url)
-    if parts.password is not None:
-        raise ConfigError("database.password_file: the URL has a password too; keep one of them")
-    if not parts.username:
-        raise ConfigError("database.url: name the role (postgresql://ROLE@HOST/DB) when its password is in a file")
-    user = parts.username or ""
-    netloc = f"{user}:{quote(secret, safe='')}@{parts.netloc.rpartition('@')[2]}"
-    return urlunsplit((parts.scheme, netloc, *parts[2:]))
 
 
 # --- environment ------------------------------------------------------------------
@@ -340,7 +289,7 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), source: str = "",
           need_secrets: bool = True) -> Settings:
     """Validate a TOML document; `need_secrets=False` (the monitor) skips account passwords."""
-    known = {"database", "accounts", "sync", "schedule", "monitor", "log"}
+    known = {"database", "accounts", "sync", "schedule", "monitor", "log", "webhooks"}
     for key in doc:
         if key not in known:
             raise ConfigError(f"{key}: unknown key")
@@ -348,7 +297,9 @@ def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), s
     database = dict(_table(doc, "database"))
     if "url" not in database:
         raise ConfigError("database.url: missing (or set DATABASE_URL)")
-    database["url"] = _database_password(database, env, base, need_secrets)
+    database["url"] = secrets.database_url({**database, "url": normalize_dsn("database.url", database["url"])},
+                                           env, base, need_secrets)
+    database.pop("password_file", None)
     schedule = _section(_table(doc, "schedule"), ScheduleSettings, "schedule", _SCHEDULE_CHECKS)
     monitor = _monitor(dict(_table(doc, "monitor")), env)
     sync = _section(_table(doc, "sync"), SyncSettings, "sync", _SYNC_CHECKS)
@@ -364,6 +315,7 @@ def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), s
         schedule=schedule,
         monitor=monitor,
         log=_section(_table(doc, "log"), LogSettings, "log", _LOG_CHECKS),
+        webhooks=_webhooks(doc, env, base, need_secrets),
         source=source,
     )
 

@@ -50,16 +50,16 @@ def history_text(runs: Sequence[dict[str, Any]]) -> str:
         pages = f"{r['pages_done']}/{r['pages_total']}" if r["pages_total"] is not None else str(r["pages_done"])
         error = (r["error"] or "")[:70]
         p95 = r["api_latency_p95_s"]
-        rows.append((r["id"], r["account"], r["resource"], r["mode"], r["status"], _when(r["started_at"]),
+        rows.append((r["id"], r["account"], r["resource"], r["mode"], r["trigger"], r["status"], _when(r["started_at"]),
                      duration(took), pages, r["items_seen"], r["items_written"], r["items_unchanged"],
                      r["api_requests"], r["api_throttled"], "-" if p95 is None else f"{p95:.2f}s",
                      duration(r["api_wait_s"]), error))
-    return table(("ID", "ACCOUNT", "RESOURCE", "MODE", "STATUS", "STARTED", "TOOK", "PAGES", "SEEN",
+    return table(("ID", "ACCOUNT", "RESOURCE", "MODE", "TRIGGER", "STATUS", "STARTED", "TOOK", "PAGES", "SEEN",
                   "WRITTEN", "UNCHANGED", "REQ", "429", "P95", "WAITED", "ERROR"), rows)
 
 
 def status_text(running: Sequence[dict[str, Any]], last: Sequence[dict[str, Any]],
-                now: datetime | None = None) -> str:
+                pending: Sequence[dict[str, Any]] = (), now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     out = []
     if running:
@@ -80,7 +80,18 @@ def status_text(running: Sequence[dict[str, Any]], last: Sequence[dict[str, Any]
                                            "LAST ERROR"), rows))
     else:
         out.append("Last runs: none yet")
+    if pending:
+        rows = [(f"{r['account']}/{r['resource']}", r["pending"], _age(r["since"], now)) for r in pending]
+        out.append('"Sync now" requests waiting for a run:\n' + table(("PAIR", "REQUESTS", "OLDEST"), rows))
     return "\n\n".join(out)
+
+
+def deliveries_text(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "no webhook deliveries recorded"
+    return table(("ID", "RUN", "URL", "STATUS", "ATTEMPTS", "HTTP", "CREATED", "FINISHED", "LAST ERROR"), [
+        (r["id"], r["run_id"], r["url"], r["status"], r["attempts"], r["last_status"] or "-", _when(r["created_at"]),
+         _when(r["finished_at"]), (r["last_error"] or "")[:60]) for r in rows])
 
 
 def to_json(rows: Any) -> str:
@@ -112,7 +123,7 @@ def describe(settings: Settings, secrets_read: bool = True) -> str:
                 continue
             if f.name == "url" and header == "database":
                 value = mask_dsn(value)
-            elif f.name == "password":
+            elif f.name in ("password", "secret"):
                 value = "***" if value else "(not read)"
             if value is None:
                 lines.append(f"# {f.name} = (default)")
@@ -125,6 +136,6 @@ def describe(settings: Settings, secrets_read: bool = True) -> str:
     emit("database", settings.database)
     for account in settings.accounts:
         emit(f"accounts.{account.name}", account, skip=("name",))
-    for name in ("sync", "schedule", "monitor", "log"):
+    for name in ("sync", "schedule", "monitor", "log", "webhooks"):
         emit(name, getattr(settings, name))
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
-"""The scheduler: every (account, resource) pair is an independent job on an interval.
+"""The scheduler: every (account, resource) pair is an independent job on an interval,
+and starts at once when the ERP asks for it ("sync now", a pending request).
 
-Starts are jittered and never on round times (eMAG asks for that); a job whose lock
-is held elsewhere (another daemon, host or `once`) is skipped and counted, not queued.
+Starts are jittered and never on round times (eMAG asks for that); a job whose lock is
+held elsewhere (another daemon, host or `once`) is skipped and logged, not queued.
 Shutdown is a protocol: stop taking work, drain for a grace period, cancel the rest.
 """
 
@@ -18,12 +19,16 @@ import structlog
 
 from daemon.config import Settings
 from daemon.store import Store
-from daemon.sync.run import Counters, RunRequest, RunResult
+from daemon.sync.run import Counters, RunRequest
 from daemon.sync.runner import Marketplace, run_pair
 
 log = structlog.get_logger("daemon.scheduler")
 
 TICK_S = 0.5
+REQUEST_RETRY_S = 1.0  # a requested pair whose lock is held elsewhere: try again this soon
+# Requested runs of a pair start at least this far apart: presses coalesce (10 within a second
+# make at most 2 runs, however fast a run is), and an idle pair still starts within a second.
+REQUEST_SPACING_S = 1.0
 
 
 @dataclass
@@ -33,8 +38,9 @@ class Job:
     interval_s: float
     due: float  # monotonic
     running: bool = False
-    runs: int = 0
-    skipped_locked: int = 0
+    pending: int = 0  # "sync now" requests no run has served yet
+    retry_request_at: float = 0.0  # monotonic: no requested run before this
+    changed_at: float = 0.0  # a run started or ended (monotonic): older views of `pending` are stale
     last_status: str | None = None
     counters: Counters | None = None
 
@@ -58,12 +64,13 @@ class Scheduler:
     market: Marketplace
     settings: Settings
     rng: random.Random = field(default_factory=random.Random)
-    on_result: Callable[[RunResult], None] | None = None
+    after_run: Callable[[], None] = lambda: None  # a run ended: pending requests may have changed
     jobs: dict[tuple[str, str], Job] = field(default_factory=dict)
     last_tick: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self._stop = anyio.Event()
+        self._wake = anyio.Event()
         self.apply(self.settings)
 
     # --- configuration ----------------------------------------------------------
@@ -86,6 +93,16 @@ class Scheduler:
                 job.interval_s = interval
                 job.due = min(job.due, now + interval)
 
+    def set_pending(self, pending: dict[tuple[str, str], int], asked_at: float) -> None:
+        """Pending requests per pair as read at `asked_at` (monotonic). A job that started or
+        ended a run since then keeps its own view: that run served what was read."""
+        for key, job in self.jobs.items():
+            if job.running or job.changed_at > asked_at:
+                continue
+            job.pending = pending.get(key, 0)
+            if job.pending:
+                self._wake.set()
+
     # --- running ----------------------------------------------------------------
 
     def alive(self) -> bool:
@@ -94,18 +111,23 @@ class Scheduler:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     async def run(self) -> None:
         """Schedule until stop(); then drain up to the grace period and cancel the rest."""
         async with anyio.create_task_group() as runs:
             while not self._stop.is_set():
                 self.last_tick = now = time.monotonic()
-                for job in list(self.jobs.values()):
-                    if not job.running and job.due <= now:
-                        job.running = True
-                        runs.start_soon(self._run_job, job)
-                with anyio.move_on_after(TICK_S):
-                    await self._stop.wait()
+                for job in self.jobs.values():
+                    requested = job.pending > 0 and now >= job.retry_request_at
+                    if not job.running and (requested or job.due <= now):
+                        job.running, job.changed_at = True, now
+                        if requested:
+                            job.retry_request_at = now + REQUEST_SPACING_S
+                        runs.start_soon(self._run_job, job, "request" if requested else "schedule")
+                with anyio.move_on_after(self._until_next(now)):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
             log.info("scheduler.stopping", running=sum(j.running for j in self.jobs.values()),
                      grace_s=self.settings.schedule.shutdown_grace_s)
             with anyio.move_on_after(self.settings.schedule.shutdown_grace_s):
@@ -114,9 +136,14 @@ class Scheduler:
                     await anyio.sleep(0.05)
             runs.cancel_scope.cancel()
 
-    async def _run_job(self, job: Job) -> None:
+    def _until_next(self, now: float) -> float:
+        """Seconds to sleep: until the next job is due or requested, at most TICK_S."""
+        starts = [j.retry_request_at if j.pending else j.due for j in self.jobs.values() if not j.running]
+        return max(0.0, min([TICK_S, *(at - now for at in starts)]))
+
+    async def _run_job(self, job: Job, trigger: str) -> None:
         account = self.settings.account(job.account)
-        request = RunRequest(account, job.resource, "incremental", "schedule")
+        request = RunRequest(account, job.resource, "incremental", trigger)
 
         def progress(_pair: str, counters: Counters) -> None:
             job.counters = counters
@@ -125,15 +152,15 @@ class Scheduler:
         try:
             result = await run_pair(self.store, self.market, request, progress)
         finally:
-            job.running = False
-            job.counters = None
-            job.due = next_due(time.monotonic(), job.interval_s, self.settings.schedule.jitter_s, self.rng)
-        job.runs += 1
+            job.running, job.counters = False, None
+            job.changed_at = now = time.monotonic()
+            job.due = next_due(now, job.interval_s, self.settings.schedule.jitter_s, self.rng)
         job.last_status = result.status
-        if result.status == "skipped":
-            job.skipped_locked += 1
-        if self.on_result:
-            self.on_result(result)
+        if result.status == "skipped" and trigger == "request":
+            job.retry_request_at = now + REQUEST_RETRY_S  # it runs elsewhere; its end serves or follows up
+        else:
+            job.pending = 0  # this run served them; what came in meanwhile is read afresh below
+        self.after_run()
 
     # --- status -----------------------------------------------------------------
 
@@ -147,7 +174,7 @@ class Scheduler:
                 parts.append(f"{job.pair} {page}")
             else:
                 parts.append(f"{job.pair} idle" + (f" ({job.last_status})" if job.last_status not in (None, "completed")
-                                                   else ""))
+                                                   else "") + (" (requested)" if job.pending else ""))
         waiting = [j.due for j in self.jobs.values() if not j.running]
         if self._stop.is_set():
             parts.append("stopping")

@@ -23,9 +23,14 @@ from daemon.config import ConfigError, Settings, load
 from daemon.constants import EXIT_OK
 from daemon.notify import Notifier, watchdog_loop
 from daemon.scheduler import Scheduler
-from daemon.store import Store, StoreUnavailable
+from daemon.listen import Listener
+from daemon.requests import CHANNEL as REQUESTS_CHANNEL
+from daemon.requests import PendingRequests
+from daemon.store import Store, StoreError, StoreUnavailable
 from daemon.store.store import DB_RETRY_MAX_S
 from daemon.sync.runner import Marketplace
+from daemon.webhooks import CHANNEL as WEBHOOKS_CHANNEL
+from daemon.webhooks import WebhookSender
 
 log = structlog.get_logger("daemon.service")
 
@@ -60,6 +65,7 @@ class Service:
 
     async def serve(self) -> int:
         self._stop = anyio.Event()
+        self._reconfigured = anyio.Event()
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_signals)
             tg.start_soon(watchdog_loop, self.notifier, self.alive)
@@ -91,8 +97,16 @@ class Service:
             self.scheduler = Scheduler(store, market, self.settings)
             if self._stop.is_set():
                 return
-            tg.start_soon(self._status_loop)
+            requests = PendingRequests(store, self.scheduler)
+            self.scheduler.after_run = requests.poke
+            self.webhooks = WebhookSender(store, lambda: self.settings.webhooks)
+            listener = Listener(store)
+            listener.subscribe(REQUESTS_CHANNEL, requests.poke)
+            listener.subscribe(WEBHOOKS_CHANNEL, self.webhooks.poke)
+            for task in (self._status_loop, listener.run, requests.run, self.webhooks.run):
+                tg.start_soon(task)
             tg.start_soon(self._close_deferred_loop, store)
+            tg.start_soon(self._register_loop, store)
             log.info("service.scheduling", jobs=len(self.scheduler.jobs))
             await self.scheduler.run()
             with anyio.move_on_after(0.5, shield=True):  # what the run ends left behind, one last try
@@ -104,6 +118,21 @@ class Service:
         while True:
             self.notifier.status(self.scheduler.status_line())
             await anyio.sleep(1.0)
+
+    async def _register_loop(self, store: Store) -> None:
+        """Tell the database what this configuration syncs (so request_sync knows the pairs)
+        and where run ends go (webhook targets): at start and after each reload."""
+        while True:
+            settings = self.settings
+            try:
+                await store.register_pairs([(a.name, r) for a in settings.accounts for r in a.resources])
+                await store.set_webhook_targets(settings.webhooks.urls)
+            except StoreError as exc:
+                log.warning("service.register_failed", error=str(exc))
+                await anyio.sleep(DEFERRED_CLOSE_EVERY_S)
+                continue
+            await self._reconfigured.wait()
+            self._reconfigured = anyio.Event()
 
     async def _close_deferred_loop(self, store: Store) -> None:
         while True:
@@ -143,6 +172,7 @@ class Service:
             log.warning("service.reload_needs_restart", key="database",
                         reason="the connection pool keeps the old database settings until a restart")
         self.settings = new
+        self._reconfigured.set()
         if self.market is not None and self.scheduler is not None:
             self.market.update(new)
             self.scheduler.apply(new)

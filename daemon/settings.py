@@ -87,6 +87,14 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    urls: tuple[str, ...] = ()
+    secret: str = field(default="", repr=False)
+    timeout_s: float = 5.0
+    max_attempts: int = 8
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     accounts: tuple[AccountSettings, ...]
@@ -94,6 +102,7 @@ class Settings:
     schedule: ScheduleSettings = ScheduleSettings()
     monitor: MonitorSettings = MonitorSettings()
     log: LogSettings = LogSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     source: str = ""
 
     def account(self, name: str) -> AccountSettings:

@@ -127,6 +127,24 @@ class Collector:
                 family.add_metric([account], acc[name])
             yield family
         yield from self._last(snap)
+        requested = CounterMetricFamily("emag_sync_requested_runs", "Runs started by a \"sync now\" request "
+                                        "(emag-sync trigger, emag_sync.request_sync), ended", labels=PAIR)
+        pending = GaugeMetricFamily("emag_sync_pending_requests", "\"Sync now\" requests no run has served yet",
+                                    labels=PAIR)
+        waiting = GaugeMetricFamily("emag_sync_oldest_pending_request_age_seconds",
+                                    "Age of the oldest request no run has served yet (0: none)", labels=PAIR)
+        by_pair = {(r["account"], r["resource"]): r for r in snap.requests}
+        for pair in pairs:
+            requested.add_metric(list(pair), sum(t["runs_requested"] for t in snap.totals
+                                                 if (t["account"], t["resource"]) == pair))
+            row = by_pair.get(pair)
+            pending.add_metric(list(pair), row["pending"] if row else 0)
+            waiting.add_metric(list(pair), row["oldest_age_s"] if row else 0.0)
+        yield from (requested, pending, waiting)
+        yield _gauge("emag_sync_webhook_pending_deliveries", "Run-end webhook deliveries still to make",
+                     snap.webhooks.get("pending", 0))
+        yield _gauge("emag_sync_webhook_oldest_pending_age_seconds", "Age of the oldest webhook delivery still "
+                     "to make (0: none)", snap.webhooks.get("oldest_age_s", 0.0))
         in_progress = GaugeMetricFamily("emag_sync_in_progress", "Runs in status running", labels=PAIR)
         for pair in pairs:
             in_progress.add_metric(list(pair), sum(1 for r in snap.running if (r.account, r.resource) == pair))

@@ -28,7 +28,7 @@ def test_once_then_history_and_status(db_url: str, tmp_path: Path) -> None:
         history = start_emag_sync(config, "history", "--limit", "10")
         out, _ = history.communicate(timeout=30)
         lines = out.splitlines()
-        assert lines[0].split()[:5] == ["ID", "ACCOUNT", "RESOURCE", "MODE", "STATUS"]
+        assert lines[0].split()[:6] == ["ID", "ACCOUNT", "RESOURCE", "MODE", "TRIGGER", "STATUS"]
         assert len(lines) == 5 and all("completed" in line for line in lines[1:])
         as_json = start_emag_sync(config, "history", "--json")
         rows = json.loads(as_json.communicate(timeout=30)[0])

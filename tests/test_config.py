@@ -203,7 +203,7 @@ def test_example_config_is_valid_and_documents_every_key(tmp_path: Path) -> None
     s = load(str(path), env={})
     assert s.names == ("main", "fbe")
     for cls in (c.DatabaseSettings, c.SyncSettings, c.ScheduleSettings, c.MonitorSettings, c.LogSettings,
-                c.AccountSettings):
+                c.AccountSettings, c.WebhookSettings):
         for f in fields(cls):
             if f.name in ("host", "port", "name", "password"):
                 continue

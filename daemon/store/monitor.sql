@@ -97,8 +97,32 @@ SELECT s.account, s.resource,
 -- name: monitor_totals
 -- The monotonic run totals the 0002 trigger keeps per (account, resource, status).
 SELECT account, resource, status, runs, items_seen, items_written, api_requests, api_retries,
-       api_throttled, api_wait_s
+       api_throttled, api_wait_s, runs_requested
   FROM {schema}.sync_run_totals;
+
+-- name: monitor_requests
+-- "Sync now" requests no run has served yet, per pair (the partial index of pending ones).
+SELECT account, resource, count(*) AS pending,
+       extract(epoch FROM now() - min(requested_at))::float8 AS oldest_age_s
+  FROM {schema}.sync_requests WHERE served_at IS NULL
+ GROUP BY account, resource;
+
+-- name: monitor_webhooks
+-- Webhook deliveries still to make (the partial index of pending ones), and the oldest's age.
+SELECT count(*) AS pending, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s
+  FROM {schema}.webhook_deliveries WHERE status = 'pending';
+
+-- name: trim_requests
+-- Retention: served requests older than $1 days, $2 at a time (pending ones stay).
+DELETE FROM {schema}.sync_requests
+ WHERE id IN (SELECT id FROM {schema}.sync_requests
+               WHERE served_at < now() - make_interval(days => $1) LIMIT $2);
+
+-- name: trim_deliveries
+-- Retention: finished webhook deliveries older than $1 days, $2 at a time.
+DELETE FROM {schema}.webhook_deliveries
+ WHERE id IN (SELECT id FROM {schema}.webhook_deliveries
+               WHERE created_at < now() - make_interval(days => $1) AND status <> 'pending' LIMIT $2);
 
 -- name: monitor_table_counts
 -- Offers (not marked missing) and orders per account, for the pass to cache.

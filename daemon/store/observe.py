@@ -24,6 +24,8 @@ class Snapshot:
     pairs: list[dict[str, Any]] = field(default_factory=list)
     totals: list[dict[str, Any]] = field(default_factory=list)
     running: list[RunningRun] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: dict[str, Any] = field(default_factory=dict)
 
 
 async def read_snapshot(store: Store, *, timeout_s: float, stale_after_s: float, max_age_s: float) -> Snapshot:
@@ -38,9 +40,11 @@ async def read_snapshot(store: Store, *, timeout_s: float, stale_after_s: float,
                         totals = [dict(r) for r in await conn.fetch(q["monitor_totals"])]
                         running = [RunningRun.from_row(r) for r in
                                    await conn.fetch(q["monitor_running"], stale_after_s, max_age_s)]
+                        requests = [dict(r) for r in await conn.fetch(q["monitor_requests"])]
+                        webhooks = dict(await conn.fetchrow(q["monitor_webhooks"]))
     except TimeoutError as exc:
         raise StoreUnavailable(f"metrics snapshot: no answer within {timeout_s:g}s") from exc
-    return Snapshot(pairs, totals, running)
+    return Snapshot(pairs, totals, running, requests, webhooks)
 
 
 async def ping(store: Store, timeout_s: float) -> None:

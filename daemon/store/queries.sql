@@ -39,9 +39,15 @@ WITH budget AS (
     INSERT INTO {schema}.rate_budgets (login, route_group, holder)
     SELECT $8, $9, id FROM run WHERE $8::text IS NOT NULL
     ON CONFLICT (login, route_group) DO UPDATE SET holder = EXCLUDED.holder, updated_at = now()
+), served AS (
+    -- every "sync now" made before this run is served by it
+    UPDATE {schema}.sync_requests SET run_id = (SELECT id FROM run), served_at = clock_timestamp()
+     WHERE account = $1 AND resource = $2 AND served_at IS NULL
+    RETURNING 1
 )
 SELECT run.id, run.started_at, coalesce(budget.wait_s, 0) AS budget_wait_s,
-       coalesce(budget.slowdown, 1) AS budget_slowdown, coalesce(budget.orphaned, false) AS budget_orphaned
+       coalesce(budget.slowdown, 1) AS budget_slowdown, coalesce(budget.orphaned, false) AS budget_orphaned,
+       (SELECT count(*) FROM served) AS requests_served
   FROM run LEFT JOIN budget ON true;
 
 -- name: save_progress
@@ -196,6 +202,60 @@ WITH input AS (
 )
 SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM updated) AS updated,
        (SELECT last FROM changes) AS change_seq, (SELECT count(*) FROM notified) AS notified;
+
+-- name: register_pairs
+-- The (account, resource) pairs a daemon's configuration syncs, known before their first run
+-- (so request_sync accepts them); $1 accounts and $2 resources, element by element.
+INSERT INTO {schema}.sync_state (account, resource)
+SELECT * FROM unnest($1::text[], $2::text[])
+ON CONFLICT (account, resource) DO NOTHING;
+
+-- name: request_sync
+-- "Sync now" for one account ($1) and offers, orders or all ($2): the ids of the requests made.
+SELECT request_sync AS id FROM {schema}.request_sync($1, $2);
+
+-- name: pending_requests
+-- Requests no run has served yet, per pair: how many, and since when.
+SELECT account, resource, count(*) AS pending, min(requested_at) AS since
+  FROM {schema}.sync_requests WHERE served_at IS NULL
+ GROUP BY account, resource ORDER BY account, resource;
+
+-- name: request_outcomes
+-- For `trigger --wait`: each request ($1 ids), the run that served it and how that run stands.
+SELECT q.id, q.account, q.resource, q.run_id, r.status, r.error
+  FROM {schema}.sync_requests q LEFT JOIN {schema}.sync_runs r ON r.id = q.run_id
+ WHERE q.id = ANY($1::bigint[]) ORDER BY q.id;
+
+-- name: set_webhook_targets
+-- The configuration's webhook URLs ($1) become the targets of every run that ends from now on.
+WITH gone AS (
+    DELETE FROM {schema}.webhook_targets WHERE url <> ALL($1::text[])
+)
+INSERT INTO {schema}.webhook_targets (url) SELECT DISTINCT unnest($1::text[])
+ON CONFLICT (url) DO UPDATE SET updated_at = now();
+
+-- name: claim_deliveries
+-- Up to $1 deliveries that are due, each taken for $2 s (another daemon skips them; a
+-- process that dies mid-delivery lets them come due again), attempt counted.
+UPDATE {schema}.webhook_deliveries d
+   SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
+ WHERE d.id IN (SELECT id FROM {schema}.webhook_deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= now()
+                 ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING d.id, d.run_id, d.url, d.payload, d.attempts;
+
+-- name: delivery_attempted
+-- One attempt's outcome: $2 delivered | pending (again in $5 s) | failed; $3 HTTP status, $4 error.
+UPDATE {schema}.webhook_deliveries
+   SET status = $2, last_status = $3, last_error = $4,
+       next_attempt_at = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $5) ELSE next_attempt_at END,
+       finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
+ WHERE id = $1;
+
+-- name: recent_deliveries
+-- The delivery log, newest first.
+SELECT id, run_id, url, status, attempts, last_status, last_error, created_at, finished_at, next_attempt_at
+  FROM {schema}.webhook_deliveries ORDER BY id DESC LIMIT $1;
 
 -- name: history
 -- Newest runs first, optionally of one account and/or resource.

@@ -122,12 +122,15 @@ async def recover_stuck(store: Store, *, stale_after_s: float, max_age_s: float,
 async def trim_history(store: Store, *, retention_days: int, batch: int = TRIM_BATCH,
                        max_batches: int = TRIM_MAX_BATCHES) -> int:
     """Delete closed runs started before the retention window, `batch` rows per statement,
-    at most `max_batches` statements; never a running row, never a pair's last success."""
+    at most `max_batches` statements; never a running row, never a pair's last success.
+    Served "sync now" requests and finished webhook deliveries go the same way."""
     deleted = 0
-    for _ in range(max_batches):
-        status = await store.execute("trim_runs", int(retention_days), int(batch))
-        count = int(status.split()[-1])
-        deleted += count
-        if count < batch:
-            break
+    for query in ("trim_runs", "trim_requests", "trim_deliveries"):
+        for _ in range(max_batches):
+            status = await store.execute(query, int(retention_days), int(batch))
+            count = int(status.split()[-1])
+            if query == "trim_runs":
+                deleted += count
+            if count < batch:
+                break
     return deleted

@@ -153,6 +153,55 @@ class Store:
             done.append(item)
         return done
 
+    # --- "sync now" and notifications --------------------------------------------
+
+    async def register_pairs(self, pairs: list[tuple[str, str]]) -> None:
+        """The (account, resource) pairs a configuration syncs, known before their first run."""
+        await self.execute("register_pairs", [a for a, _ in pairs], [r for _, r in pairs])
+
+    async def request_sync(self, account: str, resource: str) -> list[int]:
+        """Request a run of the account's offers, orders or all (the SQL function the ERP calls)."""
+        return [r["id"] for r in await self.fetch("request_sync", account, resource)]
+
+    async def pending_requests(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.fetch("pending_requests")]
+
+    async def request_outcomes(self, ids: list[int]) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.fetch("request_outcomes", ids)]
+
+    async def set_webhook_targets(self, urls: tuple[str, ...]) -> None:
+        await self.execute("set_webhook_targets", list(urls))
+
+    async def claim_deliveries(self, limit: int, lease_s: float) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.fetch("claim_deliveries", limit, float(lease_s))]
+
+    async def delivery_attempted(self, delivery_id: int, status: str, http_status: int | None,
+                                 error: str | None, retry_in_s: float = 0.0) -> None:
+        await self.execute("delivery_attempted", delivery_id, status, http_status, error, float(retry_in_s))
+
+    async def recent_deliveries(self, limit: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.fetch("recent_deliveries", limit)]
+
+    @asynccontextmanager
+    async def listen(self, channels: tuple[str, ...],
+                     on_notify: Callable[[str, str], None]) -> AsyncIterator[Callable[[], bool]]:
+        """LISTEN on a session of its own (not the pool's) for the block; on_notify(channel,
+        payload) runs on the event loop. Yields `alive()`: False once that session is lost."""
+        async with translate("listen"):
+            conn = await asyncpg.connect(self.settings.url, timeout=self.settings.connect_timeout_s,
+                                         server_settings={"application_name": "emag-sync listen"})
+        try:
+            async with translate("listen"):
+                for channel in channels:
+                    await conn.add_listener(channel, lambda _c, _pid, ch, payload: on_notify(ch, payload))
+            yield lambda: not conn.is_closed()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(POOL_CLOSE_S):
+                try:
+                    await conn.close()
+                except DRIVER_ERRORS:
+                    conn.terminate()
+
     async def history(self, limit: int, account: str | None = None,
                       resource: str | None = None) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("history", limit, account, resource)]

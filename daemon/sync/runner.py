@@ -72,7 +72,9 @@ async def run_pair(store: Store, market: Marketplace, request: RunRequest,
             run = SyncRun(client, market.settings.sync, request, on_progress)
             return await run.execute(lease)
     except LockBusy as exc:
-        log.warning("sync.skipped_locked", account=name, resource=resource, reason=str(exc))
+        # a requested pair is tried every second while it runs elsewhere: not worth a warning each time
+        (log.debug if request.trigger == "request" else log.warning)(
+            "sync.skipped_locked", account=name, resource=resource, reason=str(exc))
         return RunResult(name, resource, "skipped", error=str(exc))
     except (StoreError, EmagError, ConfigError, TimeoutError) as exc:
         log.error("sync.run_not_started", account=name, resource=resource, error=str(exc))
