@@ -22,7 +22,6 @@ import io
 import pstats
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,8 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bench_sync import drop_db, dsn, scratch_db  # noqa: E402
+from sandbox import testbed  # noqa: E402
+from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
 from daemon import logs  # noqa: E402
 from daemon.config import parse  # noqa: E402
 from daemon.store import Store, migrate  # noqa: E402
@@ -48,28 +48,12 @@ ACCOUNT = "main"
 
 @contextmanager
 def sandbox_process(offers: int) -> Iterator[str]:
-    """`python -m sandbox` in a child process (its CPU is not ours); yields its base URL."""
+    """The sandbox in a child process (its CPU is not ours), limits off; yields its base URL."""
     with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
-        ready = Path(tmp) / "sandbox.url"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "--port", "0", "--ready-file", str(ready), "--rate-limit", "off",
-             "--offers", str(offers), "--orders", "0", "--seed", "3",
-             "--account", f"{ACCOUNT}:{ACCOUNT}@sandbox.test:sandbox-{ACCOUNT}"],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 120  # building 60k records takes a few seconds
-            while not ready.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the sandbox did not start (exit {proc.poll()})")
-                time.sleep(0.05)
-            yield ready.read_text().strip()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        with testbed.sandbox_process(Path(tmp), "--rate-limit", "off", "--offers", str(offers), "--orders", "0",
+                                     "--seed", "3", "--account", f"{ACCOUNT}:{ACCOUNT}@sandbox.test:sandbox-{ACCOUNT}"
+                                     ) as base_url:
+            yield base_url
 
 
 class Sync:
@@ -202,9 +186,9 @@ async def bench(offers: int, runs: int, profile: str | None, top: int) -> bool:
     rescans: list[tuple[float, float, int]] = []
     with sandbox_process(offers) as base_url:
         for _ in range(runs):
-            name = await scratch_db()
+            name = await create_db("emag_sync_bench")
             try:
-                sync = Sync(dsn(name), base_url)
+                sync = Sync(dsn_for(name), base_url)
                 await migrate(sync.settings.database)
                 first_prof, rescan_prof = make_profiler(profile), make_profiler(profile)
                 firsts.append(await sync.once(first_prof, expect_written=offers))

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -35,23 +32,10 @@ from daemon.store import Store, lock_key, migrate  # noqa: E402
 from monitor.http import MonitorContext, serve_http  # noqa: E402
 from monitor.recovery_loop import run_pass  # noqa: E402
 from monitor.state import MonitorState  # noqa: E402
+from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
 
-ADMIN_DSN = os.environ.get("EMAG_SYNC_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 ACCOUNTS = [f"acct{i}" for i in range(6)]
 TARGET_MEDIAN_MS = 50.0
-
-
-def dsn_for(database: str) -> str:
-    parts = urlsplit(ADMIN_DSN)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
-
-
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def fill(url: str, rows: int) -> float:
@@ -113,8 +97,7 @@ async def scrape(url: str, count: int) -> tuple[list[float], int, int]:
 
 async def main(rows: int, count: int) -> int:
     logs.configure("kv", "warning")
-    name = f"emag_sync_bench_{uuid.uuid4().hex[:10]}"
-    await admin(f'CREATE DATABASE "{name}"')
+    name = await create_db("emag_sync_bench")
     try:
         url = dsn_for(name)
         await migrate(parse({"database": {"url": url}, "accounts": {"x": {
@@ -122,7 +105,7 @@ async def main(rows: int, count: int) -> int:
         fill_s = await fill(url, rows)
         latencies, size, lines = await scrape(url, count)
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_db(name)
     latencies.sort()
     median = statistics.median(latencies)
     p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)]

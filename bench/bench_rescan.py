@@ -19,7 +19,7 @@ sys.path.insert(0, str(REPO))
 
 import asyncpg  # noqa: E402
 
-from bench.bench_sync import drop_db, dsn, scratch_db  # noqa: E402
+from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
 from daemon import logs  # noqa: E402
 from daemon.config import parse  # noqa: E402
 from daemon.store import Store, migrate  # noqa: E402
@@ -69,17 +69,17 @@ async def run(db_url: str, base_url: str, mode: str) -> dict[str, int]:
 async def main() -> int:
     logs.configure("kv", "warning")
     market = Market.with_default_accounts(offers=1275, orders=300, seed=3)
-    name = await scratch_db()
+    name = await create_db("emag_sync_bench")
     try:
-        await migrate(parse({"database": {"url": dsn(name)}, "accounts": {"x": {
+        await migrate(parse({"database": {"url": dsn_for(name)}, "accounts": {"x": {
             "base_url": "http://x/api-3", "username": "x", "password": "x"}}}, env={}).database)
         async with Sandbox(market, rate_mode="off") as sb:
-            first = await run(dsn(name), sb.base_url, "full")
-            full = await run(dsn(name), sb.base_url, "full")
-            incremental = await run(dsn(name), sb.base_url, "incremental")
+            first = await run(dsn_for(name), sb.base_url, "full")
+            full = await run(dsn_for(name), sb.base_url, "full")
+            incremental = await run(dsn_for(name), sb.base_url, "incremental")
             for account in ACCOUNTS:
                 market.account(account).remove_offers(5)
-            missing = await run(dsn(name), sb.base_url, "incremental")
+            missing = await run(dsn_for(name), sb.base_url, "incremental")
     finally:
         await drop_db(name)
     ok = (first["offers_ins"] == 2 * 1275 and full["offers_upd"] == full["orders_upd"] == 0

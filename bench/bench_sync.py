@@ -16,18 +16,15 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import asyncpg  # noqa: E402
 
 from daemon import logs  # noqa: E402
 from daemon.config import parse  # noqa: E402
@@ -35,27 +32,9 @@ from daemon.store import Store, migrate  # noqa: E402
 from daemon.sync.run import RunRequest  # noqa: E402
 from daemon.sync.runner import Marketplace, run_many  # noqa: E402
 from sandbox import Market, Sandbox  # noqa: E402
+from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
 
-ADMIN_DSN = os.environ.get("EMAG_SYNC_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 OTHER_PER_S = 3.0
-
-
-async def scratch_db() -> str:
-    name = f"emag_sync_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(ADMIN_DSN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return name
-
-
-async def drop_db(name: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await conn.close()
-
-
-def dsn(name: str) -> str:
-    return ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
 
 
 async def sync_offers(db_url: str, base_url: str, accounts: list[str], limits: bool) -> tuple[float, list]:
@@ -77,10 +56,10 @@ async def sync_offers(db_url: str, base_url: str, accounts: list[str], limits: b
 
 async def speed(offers: int) -> bool:
     market = Market.with_default_accounts(offers=offers, orders=0, seed=3)
-    name = await scratch_db()
+    name = await create_db("emag_sync_bench")
     try:
         async with Sandbox(market, latency_s=0.25, jitter_s=0.05, rate_mode="sliding") as sb:
-            elapsed, results = await sync_offers(dsn(name), sb.base_url, ["main", "fbe"], limits=True)
+            elapsed, results = await sync_offers(dsn_for(name), sb.base_url, ["main", "fbe"], limits=True)
             throttled = sum(market.account(a).stats.throttled for a in ("main", "fbe"))
     finally:
         await drop_db(name)
@@ -98,11 +77,11 @@ async def speed(offers: int) -> bool:
 async def child(offers: int) -> None:
     market = Market.with_default_accounts(offers=offers, orders=0, seed=3)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    name = await scratch_db()
+    name = await create_db("emag_sync_bench")
     try:
         async with Sandbox(market, rate_mode="off") as sb:
             # The sandbox's own records live in this process: measure the sync's growth beyond them.
-            elapsed, results = await sync_offers(dsn(name), sb.base_url, ["main"], limits=False)
+            elapsed, results = await sync_offers(dsn_for(name), sb.base_url, ["main"], limits=False)
     finally:
         await drop_db(name)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

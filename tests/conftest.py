@@ -13,33 +13,18 @@ import socket
 import uuid
 from pathlib import Path
 from typing import AsyncIterator, Iterator
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from daemon import logs
 from daemon.config import DatabaseSettings
 from daemon.store import Store, migrate
+from sandbox.testbed import admin, dsn_for
 from tests.live.box import Box, BoxRefused, refusal
 from tests.live.install import LiveHost, install, python_refusal, save_journal, wheelhouse
 from tests.processes import sandbox_process
 
-ADMIN_DSN = os.environ.get("EMAG_SYNC_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parent.parent
-
-
-def dsn_for(database: str) -> str:
-    parts = urlsplit(ADMIN_DSN)
-    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(autouse=True)
@@ -52,29 +37,29 @@ def _reset_logging() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
     name = f"emag_sync_tpl_{os.getpid()}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}"'))
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     asyncio.run(migrate(DatabaseSettings(url=dsn_for(name))))
     yield name
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def db_url(template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test only."""
     name = f"emag_sync_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
     yield dsn_for(name)
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def empty_db_url() -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
     name = f"emag_sync_e_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     yield dsn_for(name)
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -115,7 +100,7 @@ def live_host(live_wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -
     journal is kept as journal.txt in the module's pytest temporary directory."""
     name = f"emag_sync_live_{uuid.uuid4().hex[:12]}"
     tmp = tmp_path_factory.mktemp("live")
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
         with sandbox_process(tmp, "--offers", "1500", "--latency-ms", "100") as base_url:
             box = Box([REPO, live_wheelhouse], log_dir=tmp)
@@ -135,4 +120,4 @@ def live_host(live_wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -
                 finally:
                     box.stop()
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

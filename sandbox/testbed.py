@@ -1,0 +1,117 @@
+"""What tests, benchmarks and demos share to stand a marketplace and emag-sync up for real:
+scratch PostgreSQL databases, the sandbox and emag-sync as processes, bounded waits.
+
+The database server is $EMAG_SYNC_TEST_DSN (default: the local trust-auth cluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+REPO = Path(__file__).resolve().parent.parent
+ADMIN_DSN = os.environ.get("EMAG_SYNC_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+T = TypeVar("T")
+
+
+def dsn_for(database: str) -> str:
+    parts = urlsplit(ADMIN_DSN)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
+
+
+async def admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def create_db(prefix: str = "emag_sync_scratch", template: str | None = None) -> str:
+    """A new empty (or cloned) database; returns its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await admin(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return name
+
+
+async def drop_db(name: str) -> None:
+    await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def query(db_url: str, sql: str, *args: object) -> list[dict[str, Any]]:
+    """One statement from synchronous code, on a connection of its own."""
+    async def run() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(db_url)
+        try:
+            return [dict(r) for r in await conn.fetch(sql, *args)]
+        finally:
+            await conn.close()
+    return asyncio.run(run())
+
+
+def wait_until(predicate: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+@contextmanager
+def sandbox_process(workdir: Path, *args: str) -> Iterator[str]:
+    """`python -m sandbox` on a free loopback port (its own process: its CPU is not ours);
+    yields its base URL."""
+    ready = workdir / f"sandbox-{time.monotonic_ns()}.url"
+    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--ready-file", str(ready), *args],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # a large catalog takes a few seconds to build
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"sandbox did not start: {proc.stderr.read() if proc.stderr else ''}")
+            time.sleep(0.05)
+        yield ready.read_text().strip()
+    finally:
+        stop(proc)
+
+
+def start_emag_sync(config: Path, *args: str, env: dict[str, str] | None = None,
+                    log: Path | None = None) -> subprocess.Popen:
+    """`emag-sync --config CONFIG ARGS` from this checkout, without the caller's systemd or
+    database variables; output to `log` or to pipes."""
+    out = open(log, "w") if log else subprocess.PIPE  # noqa: SIM115 - closed right after the fork
+    full_env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                                                                  "DATABASE_URL", "DATABASE_SYNC_URL")}
+    full_env.update(env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(config), *args], cwd=REPO,
+                            env=full_env, stdout=out, stderr=subprocess.STDOUT if log else subprocess.PIPE, text=True)
+    if log:
+        out.close()
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+    return proc.returncode
