@@ -40,7 +40,8 @@ from daemon import logs  # noqa: E402
 from daemon.config import parse  # noqa: E402
 from daemon.store import Store, migrate  # noqa: E402
 from daemon.sync.run import RunRequest  # noqa: E402
-from daemon.sync.runner import Marketplace, run_many  # noqa: E402
+from daemon.sync.clients import Clients
+from daemon.sync.pairs import run_many  # noqa: E402
 
 TARGET_US = 100.0
 ACCOUNT = "main"
@@ -71,12 +72,12 @@ class Sync:
         store = await Store.open(self.settings.database)
         try:
             requests = [RunRequest(self.settings.account(ACCOUNT), "offers", "full", "bench")]
-            async with Marketplace(self.settings, unlimited=True) as market:
+            async with Clients(self.settings, unlimited=True) as clients:
                 cpu, wall = time.process_time(), time.perf_counter()
                 if profiler is not None:
                     profiler.enable()
                 try:
-                    results = await run_many(store, market, requests)
+                    results = await run_many(store, clients, self.settings.sync, requests)
                 finally:
                     if profiler is not None:
                         profiler.disable()

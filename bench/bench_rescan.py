@@ -24,7 +24,8 @@ from daemon import logs  # noqa: E402
 from daemon.config import parse  # noqa: E402
 from daemon.store import Store, migrate  # noqa: E402
 from daemon.sync.run import RunRequest  # noqa: E402
-from daemon.sync.runner import Marketplace, run_many  # noqa: E402
+from daemon.sync.clients import Clients
+from daemon.sync.pairs import run_many  # noqa: E402
 from sandbox import Market, Sandbox  # noqa: E402
 
 ACCOUNTS = ("main", "fbe")
@@ -51,8 +52,8 @@ async def run(db_url: str, base_url: str, mode: str) -> dict[str, int]:
     store = await Store.open(settings.database)
     try:
         requests = [RunRequest(settings.account(a), r, mode, "bench") for a in ACCOUNTS for r in ("offers", "orders")]
-        async with Marketplace(settings, unlimited=True) as market:
-            results = await run_many(store, market, requests)
+        async with Clients(settings, unlimited=True) as clients:
+            results = await run_many(store, clients, settings.sync, requests)
     finally:
         await store.close()
     assert {r.status for r in results} == {"completed"}, results

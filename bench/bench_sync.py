@@ -30,7 +30,8 @@ from daemon import logs  # noqa: E402
 from daemon.config import parse  # noqa: E402
 from daemon.store import Store, migrate  # noqa: E402
 from daemon.sync.run import RunRequest  # noqa: E402
-from daemon.sync.runner import Marketplace, run_many  # noqa: E402
+from daemon.sync.clients import Clients
+from daemon.sync.pairs import run_many  # noqa: E402
 from sandbox import Market, Sandbox  # noqa: E402
 from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
 
@@ -46,9 +47,9 @@ async def sync_offers(db_url: str, base_url: str, accounts: list[str], limits: b
     store = await Store.open(settings.database)
     try:
         requests = [RunRequest(settings.account(a), "offers", "full", "bench") for a in accounts]
-        async with Marketplace(settings, unlimited=not limits) as market:
+        async with Clients(settings, unlimited=not limits) as clients:
             began = time.perf_counter()
-            results = await run_many(store, market, requests)
+            results = await run_many(store, clients, settings.sync, requests)
             return time.perf_counter() - began, results
     finally:
         await store.close()

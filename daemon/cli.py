@@ -86,8 +86,9 @@ def _exit_code(results: Sequence[Any]) -> int:
 
 
 async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.sync.clients import Clients
+    from daemon.sync.pairs import run_many
     from daemon.sync.run import RunRequest
-    from daemon.sync.runner import Marketplace, run_many
 
     requests = [RunRequest(settings.account(a), r, args.mode, "manual")
                 for a, r in _pairs(settings, args.account, args.resource)]
@@ -96,7 +97,7 @@ async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
     results: list = []
 
     async def body(store: Store) -> int:
-        async with Marketplace(settings) as market, anyio.create_task_group() as tg:
+        async with Clients(settings) as clients, anyio.create_task_group() as tg:
             async def watch_signals() -> None:
                 nonlocal interrupted
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -106,7 +107,7 @@ async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
                         tg.cancel_scope.cancel()
                         return
             tg.start_soon(watch_signals)
-            await run_many(store, market, requests, into=results)
+            await run_many(store, clients, settings.sync, requests, into=results)
             tg.cancel_scope.cancel()
         with anyio.move_on_after(2.0, shield=True):  # rows whose run ended while the database was away
             await store.close_deferred()

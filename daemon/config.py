@@ -129,6 +129,7 @@ _SYNC_CHECKS = {
     "timeout_s": _pos_s, "heartbeat_interval_s": _number(float, 0.05, 3600),
     "prefetch_pages": _number(int, 1, 32), "connect_timeout_s": _number(float, 0.1, 600),
     "read_timeout_s": _number(float, 0.1, 3600), "retry_attempts": _number(int, 1, 100),
+    "retry_base_delay_s": _number(float, 0.001, 60),
     "retry_max_total_s": _pos_s, "orders_overlap_s": _number(float, 0, 86400),
     "orders_horizon_days": _number(int, 1, 3650),
 }

@@ -20,7 +20,8 @@ import structlog
 from daemon.config import Settings
 from daemon.store import Store
 from daemon.sync.run import Counters, RunRequest
-from daemon.sync.runner import Marketplace, run_pair
+from daemon.sync.clients import Clients
+from daemon.sync.pairs import run_pair
 
 log = structlog.get_logger("daemon.scheduler")
 
@@ -61,7 +62,7 @@ def next_due(now: float, interval_s: float, jitter_s: float, rng: random.Random)
 @dataclass
 class Scheduler:
     store: Store
-    market: Marketplace
+    clients: Clients
     settings: Settings
     rng: random.Random = field(default_factory=random.Random)
     after_run: Callable[[], None] = lambda: None  # a run ended: pending requests may have changed
@@ -150,7 +151,7 @@ class Scheduler:
 
         job.counters = None
         try:
-            result = await run_pair(self.store, self.market, request, progress)
+            result = await run_pair(self.store, self.clients, self.settings.sync, request, progress)
         finally:
             job.running, job.counters = False, None
             job.changed_at = now = time.monotonic()

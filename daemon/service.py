@@ -28,7 +28,7 @@ from daemon.requests import CHANNEL as REQUESTS_CHANNEL
 from daemon.requests import PendingRequests
 from daemon.store import Store, StoreError, StoreUnavailable
 from daemon.store.store import DB_RETRY_MAX_S
-from daemon.sync.runner import Marketplace
+from daemon.sync.clients import Clients
 from daemon.webhooks import CHANNEL as WEBHOOKS_CHANNEL
 from daemon.webhooks import WebhookSender
 
@@ -49,7 +49,7 @@ class Service:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.scheduler: Scheduler | None = None
-        self.market: Marketplace | None = None
+        self.clients: Clients | None = None
         self._last_tick = time.monotonic()
 
     def alive(self) -> bool:
@@ -92,9 +92,9 @@ class Service:
         scope.cancel()
 
     async def _sync(self, store: Store) -> None:
-        async with Marketplace(self.settings) as market, anyio.create_task_group() as tg:
-            self.market = market
-            self.scheduler = Scheduler(store, market, self.settings)
+        async with Clients(self.settings) as clients, anyio.create_task_group() as tg:
+            self.clients = clients
+            self.scheduler = Scheduler(store, clients, self.settings)
             if self._stop.is_set():
                 return
             requests = PendingRequests(store, self.scheduler)
@@ -173,8 +173,8 @@ class Service:
                         reason="the connection pool keeps the old database settings until a restart")
         self.settings = new
         self._reconfigured.set()
-        if self.market is not None and self.scheduler is not None:
-            self.market.update(new)
+        if self.clients is not None and self.scheduler is not None:
+            self.clients.update(new)
             self.scheduler.apply(new)
         log.info("service.reloaded", accounts=",".join(new.names),
                  jobs=len(self.scheduler.jobs) if self.scheduler else 0)

@@ -56,6 +56,7 @@ class SyncSettings:
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0
     retry_attempts: int = 6
+    retry_base_delay_s: float = 0.5
     retry_max_total_s: float = 300.0
     orders_overlap_s: float = 600.0
     orders_horizon_days: int = 365

@@ -12,7 +12,8 @@ import asyncpg
 from daemon.config import Settings, parse
 from daemon.store import Store
 from daemon.sync.run import RunRequest, RunResult
-from daemon.sync.runner import Marketplace, run_many
+from daemon.sync.clients import Clients
+from daemon.sync.pairs import run_many
 from sandbox import Market
 
 SANDBOX_ACCOUNTS = {"main": ("main@sandbox.test", "sandbox-main", None), "fbe": ("fbe@sandbox.test", "sandbox-fbe", 2)}
@@ -23,7 +24,8 @@ def config_doc(db_url: str, base_url: str, accounts: Iterable[str] = ("main", "f
                extra_accounts: dict[str, tuple[str, str, int | None]] | None = None) -> dict[str, Any]:
     known = {**SANDBOX_ACCOUNTS, **(extra_accounts or {})}
     doc: dict[str, Any] = {"database": {"url": db_url}, "accounts": {},
-                           "sync": {"heartbeat_interval_s": 0.5, "retry_max_total_s": 30.0, **(sync or {})}}
+                           "sync": {"heartbeat_interval_s": 0.5, "retry_max_total_s": 30.0,
+                                    "retry_base_delay_s": 0.02, **(sync or {})}}
     if schedule:
         doc["schedule"] = schedule
     for name in accounts:
@@ -63,13 +65,15 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
 
 
 async def sync(settings: Settings, resources: Iterable[str] = ("offers", "orders"), mode: str = "incremental",
-               accounts: Iterable[str] | None = None) -> list[RunResult]:
+               accounts: Iterable[str] | None = None, limits: bool = False) -> list[RunResult]:
+    """One run of each pair, as `once` makes them; without eMAG's rate `limits` in the client
+    unless a test is about them (the sandbox then enforces them too)."""
     store = await Store.open(settings.database)
     try:
         requests = [RunRequest(settings.account(a), r, mode, "test") for a in (accounts or settings.names)
                     for r in resources]
-        async with Marketplace(settings) as market:
-            return sorted(await run_many(store, market, requests), key=lambda r: (r.account, r.resource))
+        async with Clients(settings, unlimited=not limits) as clients:
+            return sorted(await run_many(store, clients, settings.sync, requests), key=lambda r: (r.account, r.resource))
     finally:
         await store.close()
 

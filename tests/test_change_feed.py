@@ -121,7 +121,7 @@ async def test_the_erp_sees_every_change_once_while_the_marketplace_changes_mid_
 
                 tg.start_soon(erp)
                 tg.start_soon(churn)
-                await sync(settings, mode="full")
+                await sync(settings, mode="full", limits=True)  # eMAG's pace: the churn lands mid-scan
                 await sync(settings, mode="full")  # catches what changed behind the first scans
                 done.set()
             await follow()

@@ -22,6 +22,7 @@ ROWS = [OfferRow.from_api({"id": i, "name": f"offer {i}", "sale_price": "1.0000"
 ATTEMPTS = 2000  # the bad window is hit about once in 100 attempts on the 2-core machine
 
 
+@pytest.mark.slow  # a stress reproduction: 2000 cancels
 async def test_a_cancel_inside_a_page_commit_still_closes_the_row(store: Store) -> None:
     rng = random.Random(1)
     for attempt in range(ATTEMPTS):

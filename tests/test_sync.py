@@ -200,7 +200,8 @@ async def test_heartbeat_advances_while_waiting_on_the_api(db_url: str, market: 
 async def test_each_run_records_the_api_latency_and_the_rate_limiter_wait(db_url: str, market: Market) -> None:
     # eMAG answering in 80 ms, its limits on: the latency is eMAG's, the rest of the time our limiter's
     async with Sandbox(market, rate_mode="sliding", latency_s=0.08) as sb:
-        (result,) = await sync(make_settings(db_url, sb.base_url, accounts=("main",)), resources=("offers",))
+        (result,) = await sync(make_settings(db_url, sb.base_url, accounts=("main",)), resources=("offers",),
+                               limits=True)
     progress = result.progress
     assert result.status == "completed" and progress.api_requests == 6  # count + 5 pages
     assert 0.08 <= progress.api_latency_p50_s <= progress.api_latency_p95_s <= progress.api_latency_max_s < 1.0

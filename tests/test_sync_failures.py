@@ -12,7 +12,8 @@ import pytest
 from daemon.config import Settings
 from daemon.store import Store
 from daemon.sync.run import RunRequest
-from daemon.sync.runner import Marketplace, run_pair
+from daemon.sync.clients import Clients
+from daemon.sync.pairs import run_pair
 from sandbox import Fault, Market, Sandbox
 from tests.harness import assert_fidelity, make_settings, sync, with_sync
 
@@ -56,10 +57,10 @@ async def _run_main_offers(settings: Settings, reload: Settings | None = None):
     """run_pair for main/offers, as the scheduler calls it; `reload` arrives (SIGHUP) just before."""
     store = await Store.open(settings.database)
     try:
-        async with Marketplace(settings) as market:
+        async with Clients(settings) as clients:
             if reload is not None:
-                market.update(reload)
-            return await run_pair(store, market, RunRequest(settings.account("main"), "offers"))
+                clients.update(reload)
+            return await run_pair(store, clients, settings.sync, RunRequest(settings.account("main"), "offers"))
     finally:
         await store.close()
 
@@ -77,7 +78,7 @@ async def test_a_bug_in_a_run_is_a_failed_result_not_a_crash(db_url: str, market
     def broken(self, *args, **kwargs):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(Marketplace, "client", broken)
+    monkeypatch.setattr(Clients, "_new", broken)
     async with Sandbox(market, rate_mode="off") as sb:
         result = await _run_main_offers(make_settings(db_url, sb.base_url, accounts=("main",)))
     assert result.status == "failed" and result.error == "internal error: KeyError: 'surprise'"
