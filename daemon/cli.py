@@ -188,8 +188,12 @@ async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.store.recovery import running_runs
+
     async def body(store: Store) -> int:
-        running, last, pending = await store.running_runs(), await store.last_runs(), await store.pending_requests()
+        running = await running_runs(store, stale_after_s=settings.stuck_threshold_s,
+                                     max_age_s=settings.monitor.max_run_age_s)
+        last, pending = await store.last_runs(), await store.pending_requests()
         print(to_json({"running": running, "pairs": last, "pending_requests": pending}) if args.json
               else status_text(running, last, pending))
         return EXIT_OK

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import asdict, fields, is_dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Sequence
 
 from daemon.config import Settings, mask_dsn
+from daemon.store.recovery import RunningRun
 
 
 def _age(moment: datetime | None, now: datetime) -> str:
@@ -58,16 +59,22 @@ def history_text(runs: Sequence[dict[str, Any]]) -> str:
                   "WRITTEN", "UNCHANGED", "REQ", "429", "P95", "WAITED", "ERROR"), rows)
 
 
-def status_text(running: Sequence[dict[str, Any]], last: Sequence[dict[str, Any]],
+def _lock(run: RunningRun) -> str:
+    """The run's lock as the monitor sees it (run_holds_lock): what it will do about the run."""
+    if run.lock_held:
+        return "held, not heartbeating" if run.stale else "held"
+    return "gone: dead, the monitor fails it" if run.stale else "gone"
+
+
+def status_text(running: Sequence[RunningRun], last: Sequence[dict[str, Any]],
                 pending: Sequence[dict[str, Any]] = (), now: datetime | None = None) -> str:
     now = now or datetime.now(timezone.utc)
     out = []
     if running:
-        rows = [(r["id"], f"{r['account']}/{r['resource']}", r["mode"],
-                 f"page {r['pages_done']}/{r['pages_total'] if r['pages_total'] is not None else '?'}",
-                 r["items_seen"], duration(now - r["started_at"]), _age(r["heartbeat_at"], now),
-                 "held" if r["lock_held"] else "FREE (dead?)", f"{r['host']}:{r['pid']}")
-                for r in running]
+        rows = [(r.id, f"{r.account}/{r.resource}", r.mode,
+                 f"page {r.pages_done}/{r.pages_total if r.pages_total is not None else '?'}",
+                 r.items_seen, duration(now - r.started_at), _age(r.heartbeat_at, now), _lock(r),
+                 f"{r.host}:{r.pid}") for r in running]
         out.append("Running now:\n" + table(("ID", "PAIR", "MODE", "PROGRESS", "ITEMS", "RUNNING", "HEARTBEAT",
                                              "LOCK", "WHERE"), rows))
     else:
@@ -96,6 +103,8 @@ def deliveries_text(rows: Sequence[dict[str, Any]]) -> str:
 
 def to_json(rows: Any) -> str:
     def default(value: Any) -> Any:
+        if is_dataclass(value) and not isinstance(value, type):
+            return asdict(value)
         if isinstance(value, datetime):
             return value.isoformat()
         if isinstance(value, timedelta):

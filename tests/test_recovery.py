@@ -15,7 +15,8 @@ import pytest
 from daemon import cli as daemon_cli
 from daemon.config import Settings, parse
 from daemon.store import Store, lock_key
-from daemon.store.recovery import fail_if_stuck, recover_stuck, recovery_pass, trim_history
+from daemon.report import status_text
+from daemon.store.recovery import fail_if_stuck, recover_stuck, recovery_pass, running_runs, trim_history
 from tests.harness import toml_text
 
 SCHEMA = "emag_sync"
@@ -76,7 +77,8 @@ async def test_dead_run_is_failed_within_one_pass_after_the_threshold(conn, stor
     report = await recovery_pass(store, stale_after_s=1.0, max_age_s=3600, by=BY)
     assert report.failed == [] and [r.id for r in report.running] == [run_id]
     assert (await status_of(conn, run_id))["status"] == "running"  # heartbeat still fresh
-    await asyncio.sleep(1.2)
+    # time passes: the heartbeat is now older than the threshold
+    await conn.execute(f"UPDATE {SCHEMA}.sync_runs SET heartbeat_at = now() - interval '1.2 s' WHERE id = $1", run_id)
     report = await recovery_pass(store, stale_after_s=1.0, max_age_s=3600, by=BY)
     assert [f["id"] for f in report.failed] == [run_id]
     row = await status_of(conn, run_id)
@@ -239,3 +241,21 @@ def test_emag_sync_recover_command(db_url: str, tmp_path: Path, capsys: pytest.C
         finally:
             await c.close()
     assert asyncio.run(statuses()) == {dead: "failed", fresh: "running"}
+
+
+async def test_status_and_the_monitor_read_one_answer_to_is_its_lock_held(db_url, conn, store) -> None:
+    """A dead run whose pair has a newer, live run: the pair's lock is held, but not by it."""
+    dead = await insert_run(conn, heartbeat_ago_s=600, started_ago_s=700)
+    holder = await asyncpg.connect(db_url)
+    try:
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(SCHEMA, "main", "offers"))
+        live = await insert_run(conn, heartbeat_ago_s=0, started_ago_s=5)
+        runs = {r.id: r for r in await running_runs(store, stale_after_s=60, max_age_s=3600)}
+        assert (runs[dead].lock_held, runs[live].lock_held) == (False, True)
+        status = status_text(list(runs.values()), [])
+        assert "gone: dead, the monitor fails it" in next(line for line in status.splitlines()
+                                                          if line.startswith(f"{dead} "))
+        report = await recovery_pass(store, stale_after_s=60, max_age_s=3600, by=BY)
+        assert [f["id"] for f in report.failed] == [dead]  # the monitor agrees, and acts
+    finally:
+        await holder.close()

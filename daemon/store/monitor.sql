@@ -1,28 +1,6 @@
 -- The monitor's queries, by name (loaded with queries.sql). "-- name: X" starts a
 -- query; the comment line after it says what it is for. {schema} is quoted at load.
---
--- "Its lock is gone" below means: no live session holds the run's advisory lock, OR a
--- newer run of the same pair exists (single flight: that run could only open after
--- taking the lock, so this one lost it; the lock key is per pair, not per run).
-
--- name: monitor_running
--- Every running run with its ages and whether it still owns its lock ($1 stale after s, $2 max age s).
-SELECT r.id, r.account, r.resource, r.started_at, r.heartbeat_at, r.host, r.pid,
-       r.api_requests, r.api_retries, r.api_throttled, r.api_wait_s,
-       extract(epoch FROM now() - r.started_at)::float8 AS age_s,
-       extract(epoch FROM now() - r.heartbeat_at)::float8 AS heartbeat_age_s,
-       (EXISTS (SELECT 1 FROM pg_locks l
-                 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                   AND ((l.classid::bigint << 32) | l.objid::bigint) = r.lock_key)
-        AND NOT EXISTS (SELECT 1 FROM {schema}.sync_runs n
-                         WHERE n.account = r.account AND n.resource = r.resource
-                           AND n.started_at > r.started_at)) AS lock_held,
-       r.heartbeat_at < now() - make_interval(secs => $1) AS stale,
-       r.started_at < now() - make_interval(secs => $2) AS too_old
-  FROM {schema}.sync_runs r
- WHERE r.status = 'running'
- ORDER BY r.started_at;
+-- Whether a run holds its lock is run_holds_lock (migration 0008), nowhere else.
 
 -- name: fail_stuck_run
 -- Compare-and-set: fail run $1 only if it is STILL running and stuck (stale heartbeat $2 s
@@ -40,14 +18,7 @@ UPDATE {schema}.sync_runs r
                END
  WHERE r.id = $1 AND r.status = 'running'
    AND (r.started_at < now() - make_interval(secs => $3)
-        OR (r.heartbeat_at < now() - make_interval(secs => $2)
-            AND NOT (EXISTS (SELECT 1 FROM pg_locks l
-                              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                                AND ((l.classid::bigint << 32) | l.objid::bigint) = r.lock_key)
-                     AND NOT EXISTS (SELECT 1 FROM {schema}.sync_runs n
-                                      WHERE n.account = r.account AND n.resource = r.resource
-                                        AND n.started_at > r.started_at))))
+        OR (r.heartbeat_at < now() - make_interval(secs => $2) AND NOT {schema}.run_holds_lock(r)))
 RETURNING r.id, r.account, r.resource, r.error;
 
 -- name: trim_runs

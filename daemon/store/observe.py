@@ -39,7 +39,7 @@ async def read_snapshot(store: Store, *, timeout_s: float, stale_after_s: float,
                         pairs = [dict(r) for r in await conn.fetch(q["monitor_pairs"])]
                         totals = [dict(r) for r in await conn.fetch(q["monitor_totals"])]
                         running = [RunningRun.from_row(r) for r in
-                                   await conn.fetch(q["monitor_running"], stale_after_s, max_age_s)]
+                                   await conn.fetch(q["running_runs"], stale_after_s, max_age_s)]
                         requests = [dict(r) for r in await conn.fetch(q["monitor_requests"])]
                         webhooks = dict(await conn.fetchrow(q["monitor_webhooks"]))
     except TimeoutError as exc:

@@ -269,15 +269,16 @@ SELECT id, account, resource, mode, trigger, status, started_at, heartbeat_at, f
  LIMIT $1;
 
 -- name: running_runs
--- Runs in progress, with whether their lock is still held by a live session.
-SELECT r.id, r.account, r.resource, r.mode, r.trigger, r.started_at, r.heartbeat_at,
-       r.pages_done, r.pages_total, r.items_seen, r.host, r.pid,
-       extract(epoch FROM now() - r.heartbeat_at)::float8 AS heartbeat_age_s,
+-- Every running run with its ages and whether it still holds its lock (the one definition,
+-- run_holds_lock); stale past $1 s of heartbeat, too old past $2 s of age. Status, the
+-- monitor's pass and its metrics all read this.
+SELECT r.id, r.account, r.resource, r.mode, r.trigger, r.started_at, r.heartbeat_at, r.host, r.pid,
+       r.pages_done, r.pages_total, r.items_seen, r.api_requests, r.api_retries, r.api_throttled, r.api_wait_s,
        extract(epoch FROM now() - r.started_at)::float8 AS age_s,
-       EXISTS (SELECT 1 FROM pg_locks l
-                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                  AND ((l.classid::bigint << 32) | l.objid::bigint) = r.lock_key) AS lock_held
+       extract(epoch FROM now() - r.heartbeat_at)::float8 AS heartbeat_age_s,
+       {schema}.run_holds_lock(r) AS lock_held,
+       r.heartbeat_at < now() - make_interval(secs => $1) AS stale,
+       r.started_at < now() - make_interval(secs => $2) AS too_old
   FROM {schema}.sync_runs r
  WHERE r.status = 'running'
  ORDER BY r.started_at;

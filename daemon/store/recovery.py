@@ -49,6 +49,11 @@ class RunningRun:
     lock_held: bool
     stale: bool
     too_old: bool
+    mode: str = "full"
+    trigger: str = "schedule"
+    pages_done: int = 0
+    pages_total: int | None = None
+    items_seen: int = 0
     api_requests: int = 0
     api_retries: int = 0
     api_throttled: int = 0
@@ -88,7 +93,7 @@ class RecoveryReport:
 
 
 async def running_runs(store: Store, *, stale_after_s: float, max_age_s: float) -> list[RunningRun]:
-    rows = await store.fetch("monitor_running", float(stale_after_s), float(max_age_s))
+    rows = await store.fetch("running_runs", float(stale_after_s), float(max_age_s))
     return [RunningRun.from_row(r) for r in rows]
 
 

@@ -206,8 +206,6 @@ class Store:
                       resource: str | None = None) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("history", limit, account, resource)]
 
-    async def running_runs(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self.fetch("running_runs")]
 
     async def last_runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("last_runs")]
