@@ -22,5 +22,8 @@ TERMINAL_STATUSES = RUN_STATUSES[1:]
 # eMAG: itemsPerPage is documented up to 100; a page shorter than asked is proof
 # of the end only when we asked for at most this many.
 API_MAX_RELIABLE_PAGE_SIZE = 100
+# eMAG's shortest rate-limit window: the least a 429 without Retry-After pauses the login,
+# and how long a run waits on a budget whose last spender died without saying where it stood.
+EMAG_WINDOW_S = 1.0
 # eMAG: a Before date filter may be at most one month after its After.
 ORDER_WINDOW_MAX_S = 30 * 24 * 3600

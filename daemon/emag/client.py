@@ -24,6 +24,7 @@ import structlog
 import yarl
 
 from daemon import __version__
+from daemon.constants import EMAG_WINDOW_S
 from daemon.emag.envelope import Count, parse_envelope
 from daemon.emag.errors import (EmagApiError, EmagAuthError, EmagError, EmagRetriesExhausted, EmagThrottled,
                                 EmagTimeout, EmagTransientError, one_line)
@@ -33,7 +34,6 @@ from daemon.emag.retry import RetryPolicy, retry_delay
 log = structlog.get_logger(__name__)
 
 CONNECTIONS_MAX = 8  # per account: the rate limits allow no more than a handful in flight
-THROTTLE_PAUSE_S = 1.0  # a 429 without Retry-After holds the account's limiter this long
 
 
 @dataclass
@@ -144,8 +144,8 @@ class EmagClient:
                         tally.throttled += 1
                     # A huge Retry-After must not freeze every task of this login: this request
                     # gives up per its policy, the others wait at most one max backoff delay.
-                    pause_s = exc.retry_after_s if exc.retry_after_s is not None else THROTTLE_PAUSE_S
-                    limiter.penalize(min(pause_s, max(self.retry.max_delay_s, THROTTLE_PAUSE_S)))
+                    pause_s = exc.retry_after_s if exc.retry_after_s is not None else EMAG_WINDOW_S
+                    limiter.penalize(min(pause_s, max(self.retry.max_delay_s, EMAG_WINDOW_S)))
                 elapsed_s = time.monotonic() - began
                 delay_s = retry_delay(self.retry, exc, attempt, elapsed_s, self.rng)
                 if delay_s is None:

@@ -19,6 +19,8 @@ from typing import Awaitable, Callable
 
 import anyio
 
+from daemon.constants import EMAG_WINDOW_S
+
 ORDERS_PER_S, ORDERS_PER_MIN = 12.0, 720.0  # order/* routes
 OTHER_PER_S, OTHER_PER_MIN = 3.0, 180.0  # every other route, shared
 DEFAULT_MARGIN = 0.03  # 3 % wider spacing: 30 ms of jitter tolerance per 1 s window
@@ -26,7 +28,6 @@ SLOWDOWN_FACTOR = 1.5  # each 429 widens the spacing by this factor...
 SLOWDOWN_MAX = 4.0  # ...up to this many times the nominal interval
 RECOVER_AFTER_SUCCESSES = 20  # successes in a row before one factor is taken back
 ORDER_PATH_PREFIX = "order/"
-SERVER_WINDOW_S = 1.0  # eMAG's shortest counting window
 
 
 class RateLimiter:
@@ -93,7 +94,7 @@ class RateLimiter:
         it last died, what it sent after its last report is unknown: wait one whole window
         (the server's shortest, 1 s), after which none of it counts any more."""
         if holder_died:
-            wait_s = max(wait_s, SERVER_WINDOW_S)
+            wait_s = max(wait_s, EMAG_WINDOW_S)
         self._next = max(self._next, self._clock() + max(0.0, wait_s))
         self._slowdown = min(max(self._slowdown, slowdown), SLOWDOWN_MAX)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from daemon.constants import EMAG_WINDOW_S
 from daemon.emag.errors import EmagError, EmagThrottled, EmagTransientError
 
-# Without Retry-After, a 429 waits at least this long: the server's shortest window is 1 s.
-THROTTLE_MIN_DELAY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def retry_delay(policy: RetryPolicy, error: EmagError, attempt: int, elapsed_s: 
 
     - EmagAuthError, EmagApiError (and anything not retryable): None, at once.
     - EmagThrottled: Retry-After if the server sent one, else full jitter with a floor of
-      THROTTLE_MIN_DELAY_S; allowed up to `max_attempts * throttle_attempts_factor` attempts.
+      EMAG_WINDOW_S (the server's shortest window); allowed up to `max_attempts * throttle_attempts_factor` attempts.
     - EmagTransientError / EmagTimeout: full jitter; allowed up to `max_attempts` attempts.
     - Never a delay that would end past `max_total_s`: give up instead of sleeping into it.
     """
@@ -57,7 +56,7 @@ def retry_delay(policy: RetryPolicy, error: EmagError, attempt: int, elapsed_s: 
         if error.retry_after_s is not None:
             delay = error.retry_after_s
         else:
-            delay = max(min(THROTTLE_MIN_DELAY_S, policy.max_delay_s), backoff_s(policy, attempt, rng))
+            delay = max(min(EMAG_WINDOW_S, policy.max_delay_s), backoff_s(policy, attempt, rng))
     elif isinstance(error, EmagTransientError):
         if attempt >= policy.max_attempts:
             return None

@@ -5,14 +5,13 @@ progress and heartbeat, its checkpoint and the login's rate budget commit togeth
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import anyio
 import asyncpg
 
+from daemon.identity import host_pid
 from daemon.records import OfferRow, OrderRow
 from daemon.store.driver import DRIVER_ERRORS, translate
 from daemon.store.errors import StoreError
@@ -49,7 +48,7 @@ class RunLease:
         login, group = budget_key or (None, None)
         async with translate("open_run"):
             row = await self.conn.fetchrow(self.q["open_run"], self.account, self.resource, mode, trigger,
-                                           socket.gethostname(), os.getpid(), self.key, login, group)
+                                           *host_pid(), self.key, login, group)
         self.run_id = row["id"]
         return OpenedRun(row["id"], row["started_at"],
                          Budget(row["budget_wait_s"], row["budget_slowdown"], row["budget_orphaned"]))

@@ -18,12 +18,11 @@ is not overwritten (its status or fresh heartbeat fails the WHERE).
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from daemon.identity import identity
 from daemon.store.store import Store
 
 TRIM_BATCH = 1000  # rows per DELETE statement
@@ -32,7 +31,7 @@ TRIM_MAX_BATCHES = 50  # per call: at most 50,000 rows, the rest next pass
 
 def monitor_identity(program: str = "emag-sync-monitor") -> str:
     """Who failed a run, for its error text: `emag-sync-monitor host:pid`."""
-    return f"{program} {socket.gethostname()}:{os.getpid()}"
+    return identity(program)
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ async def recover_stuck(store: Store, *, stale_after_s: float, max_age_s: float,
     """Fail the stuck runs; return the ones this call failed (id, account, resource, error).
 
     `by` names the caller ("emag-sync recover"); host:pid is added unless already there."""
-    who = by if ":" in by else f"{by} {socket.gethostname()}:{os.getpid()}"
+    who = by if ":" in by else identity(by)
     report = await recovery_pass(store, stale_after_s=stale_after_s, max_age_s=max_age_s, by=who)
     return report.failed
 
