@@ -1,13 +1,7 @@
-"""`emag-sync-monitor run`: the resident monitor systemd supervises.
-
-One task group owns every task: the HTTP server (/metrics, /healthz), the database
-connection and recovery loop, the watchdog and the signal watcher; a failing task
-stops the process loudly. The HTTP server comes first: while the database is
-unreachable the monitor already answers /healthz 503 and `emag_sync_up 0`, retries
-with capped backoff (STATUS=waiting for database ...), and READY=1 is sent as soon as
-it is serving, so `systemctl start` does not time out on a database outage. SIGHUP
-re-reads the configuration; a bad file keeps the running one.
-"""
+"""`emag-sync-monitor run`: the resident monitor systemd supervises. One task group owns
+the HTTP server, the database connection and recovery loop, the watchdog and the
+signals. HTTP comes first and READY=1 with it, so a database outage shows as
+/healthz 503 and `emag_sync_up 0`, never as a start that times out."""
 
 from __future__ import annotations
 
@@ -100,7 +94,6 @@ class MonitorService:
             scope.cancel()
             return
         self.ctx.store = store
-        self.state.database_up = True
         log.info("monitor.database_connected")
         await recovery_loop(store, lambda: self.settings, self.state, self.by,
                             on_pass=lambda: self.notifier.status(self.state.status_line()))
@@ -152,6 +145,3 @@ class MonitorService:
         log.info("monitor.reloaded", accounts=",".join(new.names), interval_s=new.monitor.interval_s)
         self.notifier.ready(self.state.status_line())
 
-
-async def serve(settings: Settings) -> int:
-    return await MonitorService(settings).serve()

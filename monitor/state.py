@@ -30,7 +30,6 @@ class MonitorState:
     table_counts: dict[tuple[str, str], int] = field(default_factory=dict)
     # loop progress (pass or connection attempt), for the watchdog
     last_tick_mono: float = field(default_factory=time.monotonic)
-    database_up: bool = False
     _seen_stuck: set[int] = field(default_factory=set)
 
     def tick(self) -> None:
@@ -52,13 +51,11 @@ class MonitorState:
         self.last_pass_mono = now
         self.last_pass_duration_s = now - started_mono
         self.last_error = None
-        self.database_up = True
         self.last_tick_mono = now
 
     def record_failure(self, error: str) -> None:
         self.passes["error"] += 1
         self.last_error = error
-        self.database_up = False
         self.tick()
 
     def last_pass_age_s(self) -> float | None:

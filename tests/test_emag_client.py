@@ -120,12 +120,12 @@ async def script() -> AsyncIterator[Script]:
 async def test_read_posts_json_with_paging_and_filters_at_the_top(script: Script) -> None:
     script.then(ok([{"id": 1}, {"id": 2}]))
     async with client(script.base) as api:
-        records = await api.read("product_offer", 2, 100, {"status": 1})
+        records = await api.read("product_offer", 2, 100, {"status": 1}, stats=(stats := ApiStats()))
     assert records == [{"id": 1}, {"id": 2}]
     assert script.paths == ["product_offer/read"]
     assert script.bodies == [{"currentPage": 2, "itemsPerPage": 100, "status": 1}]
     assert script.auth == [f"Basic {TOKEN}"]
-    assert (api.stats.requests, api.stats.retries, api.stats.errors, len(api.stats.latencies_s)) == (1, 0, 0, 1)
+    assert (stats.requests, stats.retries, stats.errors, len(stats.latencies_s)) == (1, 0, 0, 1)
     assert PASSWORD not in repr(api) and TOKEN not in repr(api)
 
 
@@ -145,11 +145,11 @@ async def test_final_errors_are_not_retried(script: Script, reply: Reply, error:
     script.then(reply)
     async with client(script.base) as api:
         with pytest.raises(error) as caught:
-            await api.read("product_offer", 1, 100, {})
+            await api.read("product_offer", 1, 100, {}, stats=(stats := ApiStats()))
     assert text in str(caught.value)
     assert_clean(caught.value)
     assert len(script.bodies) == 1
-    assert api.stats.retries == 0 and api.stats.errors == 1 and api.stats.last_error == str(caught.value)
+    assert stats.retries == 0 and stats.errors == 1 and stats.last_error == str(caught.value)
 
 
 @pytest.mark.parametrize("failure", [
@@ -168,9 +168,8 @@ async def test_transient_failures_retry_the_same_page(script: Script, failure: R
         records = await api.read("order", 5, 50, {"modifiedAfter": "2025-01-01 00:00:00"}, stats=run_stats)
     assert records == [{"id": 7}]
     assert script.bodies == [{"currentPage": 5, "itemsPerPage": 50, "modifiedAfter": "2025-01-01 00:00:00"}] * 3
-    for stats in (api.stats, run_stats):
-        assert (stats.requests, stats.retries, stats.errors, stats.throttled) == (3, 2, 2, 0)
-        assert stats.last_error and PASSWORD not in stats.last_error
+    assert (run_stats.requests, run_stats.retries, run_stats.errors, run_stats.throttled) == (3, 2, 2, 0)
+    assert run_stats.last_error and PASSWORD not in run_stats.last_error
 
 
 @pytest.mark.asyncio
@@ -195,8 +194,8 @@ async def test_a_429_without_is_error_is_throttled_penalizes_and_retries(script:
                 Reply(429, THROTTLED, {"Retry-After": "0.25"}), Reply())
     async with client(script.base, limiter=limits) as api:
         with structlog.testing.capture_logs() as logs:
-            assert await api.read("product_offer", 3, 100, {}) == []
-    assert (api.stats.requests, api.stats.throttled, api.stats.retries) == (3, 2, 2)
+            assert await api.read("product_offer", 3, 100, {}, stats=(stats := ApiStats())) == []
+    assert (stats.requests, stats.throttled, stats.retries) == (3, 2, 2)
     assert fake.sleeps[0] == pytest.approx(1.0) and len(fake.sleeps) == 2  # the limiter held the account back
     assert [e["delay_s"] for e in logs][1] == 0.25  # Retry-After honoured
     assert limits.other.interval_s > limits.other.nominal_s  # and slowed down
@@ -277,12 +276,12 @@ async def test_no_library_exception_escapes_and_none_carries_credentials(
     monkeypatch.setattr(aiohttp.ClientSession, "post", lambda self, *a, **k: _Raises(exc))
     async with client("https://marketplace-api.emag.test/api-3") as api:
         with pytest.raises(EmagRetriesExhausted) as caught:
-            await api.read("product_offer", 1, 100, {})
+            await api.read("product_offer", 1, 100, {}, stats=(stats := ApiStats()))
     assert_clean(caught.value)
     assert_clean(caught.value.__cause__)
     assert isinstance(caught.value.__cause__, EmagTransientError)
     assert isinstance(caught.value.__cause__, EmagTimeout) == isinstance(exc, TimeoutError)
-    assert not any(secret in (api.stats.last_error or "") for secret in SECRETS)
+    assert not any(secret in (stats.last_error or "") for secret in SECRETS)
 
 
 @pytest.mark.asyncio
@@ -345,10 +344,10 @@ async def test_a_hanging_server_times_out_then_the_retry_succeeds() -> None:
         async with client(base, connect_timeout_s=0.2, read_timeout_s=0.2) as api:
             with structlog.testing.capture_logs() as logs:
                 with anyio.fail_after(5):
-                    assert await api.read("product_offer", 2, 100, {}) == [{"id": 9}]
+                    assert await api.read("product_offer", 2, 100, {}, stats=(stats := ApiStats())) == [{"id": 9}]
         release.set()
     assert calls == [{"currentPage": 2, "itemsPerPage": 100}] * 2
-    assert api.stats.retries == 1 and "no answer in time" in (api.stats.last_error or "")
+    assert stats.retries == 1 and "no answer in time" in (stats.last_error or "")
     assert [e["event"] for e in logs] == ["emag.retry"]
 
 

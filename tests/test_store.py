@@ -17,6 +17,13 @@ from daemon.store import Closed, LockBusy, Progress, Store, StoreUnavailable, lo
 from daemon.store.lease import CLOSE_ATTEMPT_S
 
 
+class _Refusing:
+    """A pool whose server refuses every new session."""
+
+    def acquire(self):
+        raise OSError("connection refused")
+
+
 async def _open(lease, mode: str, trigger: str) -> tuple[int, datetime]:
     opened = await lease.open_run(mode, trigger)
     return opened.id, opened.started_at
@@ -197,16 +204,12 @@ async def test_a_run_that_ends_while_the_database_is_away_is_closed_once_it_answ
     async with store.lease("main", "orders") as lease:
         run_id, _ = await _open(lease, "incremental", "schedule")
         await lease.conn.close()  # the server went away under the run's session...
-        real_close = store.close_run_elsewhere
-
-        async def away(*args, **kwargs):
-            raise StoreUnavailable("finish_run: database unavailable: connection refused")
-
-        store.close_run_elsewhere = away  # ...and refuses new ones
+        real_pool = lease.pool
+        lease.pool = store.pool = _Refusing()  # ...and refuses new ones
         closed, _ = await lease.close_run("failed", Progress(pages_done=1), "save_progress: database unavailable")
         assert closed is Closed.LATER and run_id in store.deferred
         assert await store.close_deferred() == [] and run_id in store.deferred  # still away: kept
-        store.close_run_elsewhere = real_close  # it is back
+        lease.pool = store.pool = real_pool  # it is back
     (late,) = await store.close_deferred()
     assert late.run_id == run_id and not store.deferred
     (row,) = await store.history(5)

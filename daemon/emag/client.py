@@ -1,12 +1,7 @@
-"""The eMAG HTTP client: one aiohttp session per account, strict envelope, bounded retries.
-
-Everything HTTP lives here. Each attempt waits for the account's rate limiter, then
-runs under `anyio.fail_after(connect + read)` on top of aiohttp's socket timeouts.
-403 and business errors raise at once; 429 slows the account's limiter down; 5xx,
-timeouts, resets and malformed JSON are retried on the SAME request per RetryPolicy.
-A request that cannot succeed raises EmagRetriesExhausted; a page is never skipped.
-No aiohttp exception leaves this module, and no message carries the credentials.
-"""
+"""The eMAG HTTP client (all of the marketplace's HTTP): per account one aiohttp session,
+each attempt after the login's rate limiter and under its own deadline, a strict
+envelope, and retries of the SAME request per RetryPolicy: a page is never skipped.
+No aiohttp exception leaves this module, and no message carries the credentials."""
 
 from __future__ import annotations
 
@@ -69,19 +64,17 @@ def basic_auth_header(username: str, password: str) -> str:
 class EmagClient:
     """`async with EmagClient(...) as client:`; every task of the account shares it.
 
-    `stats` accumulates every request of the client; `read`/`count`/`call` also take a
-    per-call `stats` (a run's own counters), updated as well."""
+    `read`/`count`/`call` count what they cost in the caller's `stats` (a run's own)."""
 
     def __init__(self, base_url: str, username: str, password: str, limiter: AccountLimiter, *,
                  connect_timeout_s: float = 10.0, read_timeout_s: float = 60.0, retry: RetryPolicy = RetryPolicy(),
-                 rng: random.Random | None = None, stats: ApiStats | None = None) -> None:
+                 rng: random.Random | None = None) -> None:
         # Credentials come from username/password only, never from user:password@ in the URL.
         self.base_url = str(yarl.URL(base_url).with_user(None)).rstrip("/")
         self.limiter = limiter
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
         self.retry = retry
         self.rng = rng if rng is not None else random.Random()
-        self.stats = stats if stats is not None else ApiStats()
         self._auth = basic_auth_header(username, password)
         self._secrets = tuple(s for s in (password, self._auth, self._auth.partition(" ")[2]) if s)
         self._session: aiohttp.ClientSession | None = None
@@ -127,21 +120,20 @@ class EmagClient:
         """POST `payload` as JSON to `{base_url}/{path}` and return `results`, retrying the
         same request per the RetryPolicy. Raises EmagAuthError / EmagApiError at once,
         EmagRetriesExhausted (from the last error) when retries run out."""
-        tallies = self._tallies(stats)
+        stats = stats if stats is not None else ApiStats()
         limiter = self.limiter.for_path(path)
         began = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             try:
-                results = await self._attempt(path, payload, tallies)
+                results = await self._attempt(path, payload, stats)
             except EmagError as exc:
                 self._recorded(stats, exc)
                 if isinstance(exc, (EmagAuthError, EmagApiError)):
                     raise
                 if isinstance(exc, EmagThrottled):
-                    for tally in tallies:
-                        tally.throttled += 1
+                    stats.throttled += 1
                     # A huge Retry-After must not freeze every task of this login: this request
                     # gives up per its policy, the others wait at most one max backoff delay.
                     pause_s = exc.retry_after_s if exc.retry_after_s is not None else EMAG_WINDOW_S
@@ -151,8 +143,7 @@ class EmagClient:
                 if delay_s is None:
                     raise EmagRetriesExhausted(f"{path}: gave up after {attempt} attempts in {elapsed_s:.1f} s: "
                                                f"{exc}", attempt, elapsed_s) from exc
-                for tally in tallies:
-                    tally.retries += 1
+                stats.retries += 1
                 log.warning("emag.retry", path=path, page=payload.get("currentPage"), attempt=attempt,
                             delay_s=round(delay_s, 3), error=str(exc))
                 await anyio.sleep(delay_s)
@@ -160,14 +151,13 @@ class EmagClient:
                 limiter.on_success()
                 return results
 
-    async def _attempt(self, path: str, payload: Mapping[str, Any], tallies: list[ApiStats]) -> Any:
+    async def _attempt(self, path: str, payload: Mapping[str, Any], stats: ApiStats) -> Any:
         """One request: limiter slot, POST under a deadline, envelope. Raises EmagError only."""
         if self._session is None:
             raise RuntimeError("EmagClient used outside `async with`")
         waited_s = await self.limiter.for_path(path).acquire()
-        for tally in tallies:
-            tally.requests += 1
-            tally.wait_s += waited_s
+        stats.requests += 1
+        stats.wait_s += waited_s
         url = f"{self.base_url}/{path.lstrip('/')}"
         limit_s = self.connect_timeout_s + self.read_timeout_s
         sent = time.monotonic()
@@ -183,18 +173,15 @@ class EmagClient:
         except (aiohttp.ClientError, OSError) as exc:  # resets, refused, payload errors, TLS
             raise EmagTransientError(f"{path}: {type(exc).__name__}: {self._clean(exc)}") from exc
         finally:
-            for tally in tallies:
-                tally.record_latency(time.monotonic() - sent)
+            stats.record_latency(time.monotonic() - sent)
         return parse_envelope(path, status, headers, body)
 
-    def _tallies(self, stats: ApiStats | None) -> list[ApiStats]:
-        return [self.stats] if stats is None or stats is self.stats else [self.stats, stats]
-
-    def _recorded(self, stats: ApiStats | None, error: EmagError) -> EmagError:
+    @staticmethod
+    def _recorded(stats: ApiStats | None, error: EmagError) -> EmagError:
         """Count a failed attempt (or an answer of the wrong shape) and return the error."""
-        for tally in self._tallies(stats):
-            tally.errors += 1
-            tally.last_error = str(error)
+        if stats is not None:
+            stats.errors += 1
+            stats.last_error = str(error)
         return error
 
     def _clean(self, exc: BaseException) -> str:

@@ -1,18 +1,5 @@
-"""The eMAG answer envelope, parsed strictly and purely: bytes in, `results` or an EmagError out.
-
-`{"isError": false, "messages": [], "results": ...}` is the only success. Order of
-the checks (first match wins):
-
-1. 429 -> EmagThrottled (the gateway's body has no isError key);
-2. 5xx -> EmagTransientError (HTML pages from a proxy included);
-3. 401/403 -> EmagAuthError; other 3xx/4xx -> EmagApiError (a redirect means a wrong base_url);
-4. not a JSON object -> EmagTransientError (truncated or malformed answer);
-5. `"isError": false` -> `results`;
-6. `"isError": true` -> EmagAuthError for "not allowed to use this API", else EmagApiError
-   with the messages joined (`messages`, the singular `message`, `errors`);
-7. anything else (no isError, null, "false") -> EmagTransientError, or EmagThrottled if it
-   talks about the rate limit.
-"""
+"""The eMAG answer envelope, parsed strictly and purely: bytes in, `results` or an
+EmagError out (`"isError": false` is the only success; parse_envelope lists the rest)."""
 
 from __future__ import annotations
 
@@ -46,7 +33,12 @@ def retry_after_s(headers: Mapping[str, str]) -> float | None:
 
 
 def parse_envelope(path: str, status: int, headers: Mapping[str, str], body: bytes) -> Any:
-    """Turn one HTTP answer into `results` or raise the right EmagError (no I/O)."""
+    """Turn one HTTP answer into `results` or raise the right EmagError (no I/O). First match:
+    429 -> EmagThrottled (the gateway's body has no isError); 5xx -> EmagTransientError;
+    401/403 -> EmagAuthError; other 3xx/4xx -> EmagApiError (a redirect: a wrong base_url);
+    not a JSON object -> EmagTransientError (truncated); `"isError": false` -> results;
+    `"isError": true` -> EmagAuthError for "not allowed to use this API", else EmagApiError;
+    anything else -> EmagTransientError, or EmagThrottled if it talks of the rate limit."""
     if status == 429:
         raise EmagThrottled(f"{path}: HTTP 429 rate limit exceeded", retry_after_s(headers))
     if status >= 500:

@@ -1,16 +1,5 @@
-"""Client-side rate limiting that spaces requests evenly, one login at a time.
-
-eMAG counts requests per login (orders: 12/s and 720/min; everything else: 3/s and
-180/min, shared). How the server counts its windows is undocumented; a client that
-sends one request every 1/rate seconds, with no bursts, is safe under a sliding
-window, a fixed window and a token bucket alike, and loses no throughput.
-
-How `margin` meets a sliding window: N+1 evenly spaced requests span
-N * interval = (1 + margin) s for a 1 s window of N requests, so the margin is how
-much the requests' travel times to the server may differ (in seconds, for the
-1 s window) before the server sees N+1 in one second: 0.03 -> 30 ms. The 60 s
-window is never the tighter one at these rates (60 * margin s of slack).
-"""
+"""Client-side rate limiting, one login at a time: requests spaced evenly (no bursts),
+which is safe whether eMAG counts in fixed windows, sliding windows or a token bucket."""
 
 from __future__ import annotations
 
@@ -23,6 +12,8 @@ from daemon.constants import EMAG_WINDOW_S
 
 ORDERS_PER_S, ORDERS_PER_MIN = 12.0, 720.0  # order/* routes
 OTHER_PER_S, OTHER_PER_MIN = 3.0, 180.0  # every other route, shared
+# N+1 requests spaced interval x (1 + margin) span (1 + margin) s for a 1 s window of N: the
+# margin is how much travel times may differ before the server sees N+1 in a second (30 ms).
 DEFAULT_MARGIN = 0.03  # 3 % wider spacing: 30 ms of jitter tolerance per 1 s window
 SLOWDOWN_FACTOR = 1.5  # each 429 widens the spacing by this factor...
 SLOWDOWN_MAX = 4.0  # ...up to this many times the nominal interval

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import anyio
 import asyncpg
@@ -16,9 +16,6 @@ from daemon.records import OfferRow, OrderRow
 from daemon.store.driver import DRIVER_ERRORS, translate
 from daemon.store.errors import StoreError
 from daemon.store.runs import Budget, Closed, DeferredClose, OpenedRun, Progress, SyncState
-
-if TYPE_CHECKING:
-    from daemon.store.store import Store
 
 CLOSE_ATTEMPT_S = 1.25  # each way of closing a run's row: on its own session, then on a fresh one
 
@@ -32,11 +29,12 @@ def lock_key(schema: str, account: str, resource: str) -> int:
 class RunLease:
     """A held (account, resource) lock, the connection that holds it, and its run."""
 
-    def __init__(self, store: Store, conn: asyncpg.Connection, account: str, resource: str, key: int,
-                 session: tuple[int, datetime]) -> None:
-        self.store, self.conn, self.account, self.resource, self.key = store, conn, account, resource, key
+    def __init__(self, pool: asyncpg.Pool, queries: dict[str, str], conn: asyncpg.Connection, account: str,
+                 resource: str, key: int, session: tuple[int, datetime], deferred: dict[int, DeferredClose]) -> None:
+        self.pool, self.q, self.conn, self.account, self.resource = pool, queries, conn, account, resource
+        self.key = key
         self.session = session  # (pid, backend_start) of the session holding the lock
-        self.q = store.q
+        self.deferred = deferred  # where a close the database refused waits (the store retries it)
         self.run_id = 0
         # Where the login's rate budget stands now (the run's limiter); handed over with each
         # save of the run's progress, so whichever process runs this login next goes on from it.
@@ -63,7 +61,7 @@ class RunLease:
     async def heartbeat(self, progress: Progress) -> None:
         """Heartbeat and counters on a pool session (this one may be busy with a page)."""
         async with translate("save_progress"):
-            await self.store.pool.execute(self.q["save_progress"], *self._progress_args(progress))
+            await self.pool.execute(self.q["save_progress"], *self._progress_args(progress))
 
     async def finish_run(self, status: str, progress: Progress, error: str | None) -> bool:
         """Close the run on the lease's own session, outside any transaction a cancelled page
@@ -88,7 +86,7 @@ class RunLease:
         failures: list[str] = []
         args = self._progress_args(progress, status, error)
         attempts = (lambda: self.finish_run(status, progress, error),
-                    lambda: self.store.close_run_elsewhere(args, drop_session=self.session))
+                    lambda: close_on_pool(self.pool, self.q, args, drop_session=self.session))
         for attempt in attempts:
             try:
                 with anyio.fail_after(CLOSE_ATTEMPT_S):
@@ -100,7 +98,7 @@ class RunLease:
             except DRIVER_ERRORS:
                 pass  # already gone with the connection
         late = f"{error}; " if error else ""
-        self.store.deferred[self.run_id] = DeferredClose(
+        self.deferred[self.run_id] = DeferredClose(
             self.run_id, status, progress, f"{late}row closed late: the database was unreachable when the run "
                                            f"ended ({failures[-1]})")
         return Closed.LATER, failures
@@ -152,6 +150,18 @@ class RunLease:
                     marked = (await self.conn.fetchrow(self.q["mark_missing_offers"], self.account))["marked"]
                 await self.conn.execute(self.q["complete_state"], self.account, self.resource, watermark)
         return marked
+
+
+async def close_on_pool(pool: asyncpg.Pool, queries: dict[str, str], args: tuple[Any, ...],
+                        drop_session: tuple[int, datetime] | None = None) -> bool:
+    """Close a run on a pool session (save_progress `args` carrying a status); False when it
+    was already closed (e.g. by the monitor). `drop_session` (pid, backend_start): first end
+    that session of the run's, which may hold the row's lock."""
+    async with translate("finish_run"):
+        async with pool.acquire() as conn:
+            if drop_session is not None:
+                await conn.execute(queries["terminate_session"], *drop_session)
+            return bool(await conn.fetch(queries["save_progress"], *args))
 
 
 async def unlock(conn: asyncpg.Connection, sql: str, key: int) -> None:

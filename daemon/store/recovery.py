@@ -1,20 +1,8 @@
-"""Recovery and retention of `sync_runs`, for the monitor and `emag-sync recover`.
-
-Functions taking a Store; SQL only through its named queries (monitor.sql).
-
-A run is *dead* when its heartbeat is older than the threshold AND its lock is gone
-(no session holds the pair's advisory lock, or a newer run of the pair exists). A run
-that stopped heartbeating while its lock is held is *stale but alive*: reported, never
-failed. A run older than the hard age cap (monitor.max_run_age_s) is failed even with
-its lock held: its process is past every deadline it has (sync.timeout_s), and failing
-the row is safe because the daemon closes rows with `WHERE status = 'running'`
-(finish_run never overwrites), so the history tells the truth and alerts fire.
-
-Each run is failed by its own compare-and-set UPDATE that re-checks the whole condition
-in its WHERE: with two monitors, PostgreSQL serialises the row updates and the second
-finds the row no longer 'running'; a run that completes between detection and update
-is not overwritten (its status or fresh heartbeat fails the WHERE).
-"""
+"""Recovery and retention of `sync_runs`, for the monitor and `emag-sync recover`. A run
+is dead when its heartbeat is stale AND it no longer holds its lock (run_holds_lock):
+it is failed by a compare-and-set that re-checks both, so two monitors fail it once and
+a run that closes meanwhile is never overwritten. A run past the hard age cap is failed
+even with its lock held; one that holds it but stopped heartbeating is only reported."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import asyncpg
 from daemon.config import DatabaseSettings
 from daemon.store.driver import DRIVER_ERRORS, init_connection, translate
 from daemon.store.errors import LockBusy, SchemaMismatch, StoreError, StoreRejected, StoreUnavailable
-from daemon.store.lease import CLOSE_ATTEMPT_S, RunLease, lock_key, unlock
+from daemon.store.lease import CLOSE_ATTEMPT_S, RunLease, close_on_pool, lock_key, unlock
 from daemon.store.queries import latest_version, load_queries
 from daemon.store.runs import DeferredClose
 
@@ -116,7 +116,8 @@ class Store:
                 if not got["locked"]:
                     raise LockBusy(f"{account}/{resource}: another run holds the lock")
                 try:
-                    yield RunLease(self, conn, account, resource, key, (got["pid"], got["backend_start"]))
+                    yield RunLease(self.pool, self.q, conn, account, resource, key, (got["pid"], got["backend_start"]),
+                                   self.deferred)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await unlock(conn, self.q["unlock"], key)
@@ -127,17 +128,6 @@ class Store:
                     except DRIVER_ERRORS:
                         pass  # its reset failed: the pool has closed it, and its locks went with it
 
-    async def close_run_elsewhere(self, args: tuple[Any, ...], drop_session: tuple[int, datetime] | None = None,
-                                  ) -> bool:
-        """Close a run on a pool session (save_progress `args` carrying a status); False when it
-        was already closed (e.g. by the monitor). `drop_session` (pid, backend_start): first end
-        that session of the run's, which may hold the row's lock."""
-        async with translate("finish_run"):
-            async with self.pool.acquire() as conn:
-                if drop_session is not None:
-                    await conn.execute(self.q["terminate_session"], *drop_session)
-                return bool(await conn.fetch(self.q["save_progress"], *args))
-
     async def close_deferred(self) -> list[DeferredClose]:
         """Close the rows deferred while the database was away, one bounded attempt each, in
         order; stops at the first failure (still away). Returns the rows closed now."""
@@ -145,8 +135,8 @@ class Store:
         for item in list(self.deferred.values()):
             try:
                 with anyio.fail_after(CLOSE_ATTEMPT_S):
-                    await self.close_run_elsewhere((item.run_id, item.progress.as_json(), item.status, item.error,
-                                                    None, None))
+                    await close_on_pool(self.pool, self.q, (item.run_id, item.progress.as_json(), item.status,
+                                                            item.error, None, None))
             except (StoreError, TimeoutError):
                 break
             del self.deferred[item.run_id]
