@@ -26,22 +26,23 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sandbox import testbed  # noqa: E402
-from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
-from daemon import logs  # noqa: E402
-from daemon.config import parse  # noqa: E402
-from daemon.store import Store, migrate  # noqa: E402
-from daemon.sync.run import RunRequest  # noqa: E402
+from daemon import logs
+from daemon.config import parse
+from daemon.store import Store, migrate
 from daemon.sync.clients import Clients
-from daemon.sync.pairs import run_many  # noqa: E402
+from daemon.sync.pairs import run_many
+from daemon.sync.run import RunRequest
+from sandbox import testbed
+from sandbox.testbed import create_db, drop_db, dsn_for
 
 TARGET_US = 100.0
 ACCOUNT = "main"
@@ -50,24 +51,45 @@ ACCOUNT = "main"
 @contextmanager
 def sandbox_process(offers: int) -> Iterator[str]:
     """The sandbox in a child process (its CPU is not ours), limits off; yields its base URL."""
-    with tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp:
-        with testbed.sandbox_process(Path(tmp), "--rate-limit", "off", "--offers", str(offers), "--orders", "0",
-                                     "--seed", "3", "--account", f"{ACCOUNT}:{ACCOUNT}@sandbox.test:sandbox-{ACCOUNT}"
-                                     ) as base_url:
-            yield base_url
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-cpu-") as tmp,
+        testbed.sandbox_process(
+            Path(tmp),
+            "--rate-limit",
+            "off",
+            "--offers",
+            str(offers),
+            "--orders",
+            "0",
+            "--seed",
+            "3",
+            "--account",
+            f"{ACCOUNT}:{ACCOUNT}@sandbox.test:sandbox-{ACCOUNT}",
+        ) as base_url,
+    ):
+        yield base_url
 
 
 class Sync:
     """One account's offers synced in this process, timed in CPU and wall clock."""
 
     def __init__(self, db_url: str, base_url: str) -> None:
-        doc = {"database": {"url": db_url}, "accounts": {ACCOUNT: {
-            "base_url": base_url, "username": f"{ACCOUNT}@sandbox.test", "password": f"sandbox-{ACCOUNT}",
-            "resources": ["offers"]}}}
+        doc = {
+            "database": {"url": db_url},
+            "accounts": {
+                ACCOUNT: {
+                    "base_url": base_url,
+                    "username": f"{ACCOUNT}@sandbox.test",
+                    "password": f"sandbox-{ACCOUNT}",
+                    "resources": ["offers"],
+                }
+            },
+        }
         self.settings = parse(doc, env={})
 
-    async def once(self, profiler: CpuSampler | cProfile.Profile | None,
-                   expect_written: int) -> tuple[float, float, int]:
+    async def once(
+        self, profiler: CpuSampler | cProfile.Profile | None, expect_written: int
+    ) -> tuple[float, float, int]:
         """(CPU s, wall s, offers seen) of one full offers scan."""
         store = await Store.open(self.settings.database)
         try:
@@ -147,14 +169,18 @@ class CpuSampler:
         own = self.own.most_common(top)
         # The project's functions by time on the stack; of callers with the same share (the
         # run -> pages -> on_page chain), only the innermost.
-        ours, shares = [], set()
-        for name in sorted((k for k in self.total if k.startswith("daemon/")),
-                           key=lambda k: (-self.total[k], self.depth[k])):
+        ours: list[tuple[str, int]] = []
+        shares: set[int] = set()
+        for name in sorted(
+            (k for k in self.total if k.startswith("daemon/")), key=lambda k: (-self.total[k], self.depth[k])
+        ):
             if self.total[name] not in shares and len(ours) < top:
                 ours.append((name, self.total[name]))
                 shares.add(self.total[name])
-        for title, rows in (("own time (the function and the C it calls)", own),
-                            ("time on the stack, the project's functions", ours)):
+        for title, rows in (
+            ("own time (the function and the C it calls)", own),
+            ("time on the stack, the project's functions", ours),
+        ):
             print(f"--- {label}: {self.samples} CPU samples, top {top} by {title} ---")
             for name, hits in rows:
                 print(f"{hits / n * 100:5.1f} % {hits / n * us_per_offer:5.1f} µs/offer  {name}")
@@ -166,7 +192,7 @@ def cprofile_report(profiler: cProfile.Profile, label: str, top: int) -> None:
         pstats.Stats(profiler, stream=out).strip_dirs().sort_stats(sort).print_stats(top)
         body = out.getvalue()
         print(f"--- {label}: cProfile (CPU timer, per-call overhead included), top {top} by {sort} ---")
-        print(body[body.index("   ncalls"):].rstrip() if "   ncalls" in body else body.rstrip())
+        print(body[body.index("   ncalls") :].rstrip() if "   ncalls" in body else body.rstrip())
 
 
 def make_profiler(kind: str | None) -> CpuSampler | cProfile.Profile | None:
@@ -203,27 +229,41 @@ async def bench(offers: int, runs: int, profile: str | None, top: int) -> bool:
             print(line(firsts[-1], rescans[-1], note), flush=True)
     first, rescan = firsts[-1], rescans[-1]
     if runs > 1:
-        first = tuple(statistics.median(f[i] for f in firsts) for i in range(3))
-        rescan = tuple(statistics.median(r[i] for r in rescans) for i in range(3))
+        first, rescan = _median(firsts), _median(rescans)
         print(line(first, rescan, None, label=f"median of {runs}"))
     return profile == "cprofile" or max(per_offer(c, n) for c, _, n in (first, rescan)) <= TARGET_US
+
+
+def _median(results: list[tuple[float, float, int]]) -> tuple[float, float, int]:
+    return (
+        statistics.median(r[0] for r in results),
+        statistics.median(r[1] for r in results),
+        int(statistics.median(r[2] for r in results)),
+    )
 
 
 def line(first: tuple, rescan: tuple, note: str | None, label: str = "cpu") -> str:
     (cpu1, wall1, n1), (cpu2, wall2, n2) = first, rescan
     us1, us2 = per_offer(cpu1, n1), per_offer(cpu2, n2)
     verdict = note or ("OK" if max(us1, us2) <= TARGET_US else "MISSED")
-    return (f"{label}: {int(n1)} offers, first sync {cpu1:.1f} s CPU = {us1:.0f} µs/offer (wall {wall1:.1f} s); "
-            f"re-scan {cpu2:.1f} s CPU = {us2:.0f} µs/offer (wall {wall2:.1f} s) -> {verdict} "
-            f"(target <= {TARGET_US:.0f} µs)")
+    return (
+        f"{label}: {int(n1)} offers, first sync {cpu1:.1f} s CPU = {us1:.0f} µs/offer (wall {wall1:.1f} s); "
+        f"re-scan {cpu2:.1f} s CPU = {us2:.0f} µs/offer (wall {wall2:.1f} s) -> {verdict} "
+        f"(target <= {TARGET_US:.0f} µs)"
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offers", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=1, help="repeat on fresh databases; prints the median too")
-    parser.add_argument("--profile", nargs="?", const="sample", choices=("sample", "cprofile"),
-                        help="print where the CPU goes: sampled (default) or cProfile's call counts")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="sample",
+        choices=("sample", "cprofile"),
+        help="print where the CPU goes: sampled (default) or cProfile's call counts",
+    )
     parser.add_argument("--top", type=int, default=25, help="functions listed per profile table")
     args = parser.parse_args()
     logs.configure("kv", "warning")

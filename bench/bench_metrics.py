@@ -23,16 +23,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import aiohttp  # noqa: E402
-import asyncpg  # noqa: E402
+import aiohttp
+import asyncpg
 
-from daemon import logs  # noqa: E402
-from daemon.config import parse  # noqa: E402
-from daemon.store import Store, lock_key, migrate  # noqa: E402
-from monitor.http import MonitorContext, serve_http  # noqa: E402
-from monitor.recovery_loop import run_pass  # noqa: E402
-from monitor.state import MonitorState  # noqa: E402
-from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
+from daemon import logs
+from daemon.config import parse
+from daemon.store import Store, lock_key, migrate
+from monitor.http import MonitorContext, serve_http
+from monitor.recovery_loop import run_pass
+from monitor.state import MonitorState
+from sandbox.testbed import create_db, drop_db, dsn_for
 
 ACCOUNTS = [f"acct{i}" for i in range(6)]
 TARGET_MEDIAN_MS = 50.0
@@ -43,7 +43,8 @@ async def fill(url: str, rows: int) -> float:
     started = time.perf_counter()
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("""
+        await conn.execute(
+            """
             INSERT INTO emag_sync.sync_runs (account, resource, mode, trigger, status, started_at, heartbeat_at,
                    finished_at, pages_done, items_seen, items_written, api_requests, api_retries, api_throttled,
                    error, host, pid, lock_key)
@@ -57,13 +58,22 @@ async def fill(url: str, rows: int) -> float:
              CROSS JOIN LATERAL (SELECT CASE WHEN (g / 6) % 2 = 0 THEN 'orders' ELSE 'offers' END AS resource) r
              CROSS JOIN LATERAL (SELECT CASE WHEN g % 97 = 0 THEN 'failed' WHEN g % 193 = 0 THEN 'timeout'
                                              WHEN g % 389 = 0 THEN 'cancelled' ELSE 'completed' END AS status) s
-        """, rows, ACCOUNTS)
-        await conn.execute("INSERT INTO emag_sync.sync_state (account, resource) SELECT a, r FROM unnest($1::text[]) a, "
-                           "unnest(ARRAY['offers', 'orders']) r", ACCOUNTS)
+        """,
+            rows,
+            ACCOUNTS,
+        )
+        await conn.execute(
+            "INSERT INTO emag_sync.sync_state (account, resource) SELECT a, r FROM unnest($1::text[]) a, "
+            "unnest(ARRAY['offers', 'orders']) r",
+            ACCOUNTS,
+        )
         for account in ACCOUNTS:
-            await conn.execute("INSERT INTO emag_sync.sync_runs (account, resource, mode, trigger, host, pid, lock_key) "
-                               "VALUES ($1, 'offers', 'full', 'schedule', 'bench', 1, $2)",
-                               account, lock_key("emag_sync", account, "offers"))
+            await conn.execute(
+                "INSERT INTO emag_sync.sync_runs (account, resource, mode, trigger, host, pid, lock_key) "
+                "VALUES ($1, 'offers', 'full', 'schedule', 'bench', 1, $2)",
+                account,
+                lock_key("emag_sync", account, "offers"),
+            )
         await conn.execute("VACUUM ANALYZE emag_sync.sync_runs")
         await conn.execute("VACUUM ANALYZE emag_sync.sync_run_totals")
     finally:
@@ -72,10 +82,14 @@ async def fill(url: str, rows: int) -> float:
 
 
 async def scrape(url: str, count: int) -> tuple[list[float], int, int]:
-    settings = parse({"database": {"url": url},
-                      "accounts": {a: {"base_url": "http://127.0.0.1:9", "username": a, "password": "bench"}
-                                   for a in ACCOUNTS},
-                      "monitor": {"listen": "127.0.0.1:0"}}, env={})
+    settings = parse(
+        {
+            "database": {"url": url},
+            "accounts": {a: {"base_url": "http://127.0.0.1:9", "username": a, "password": "bench"} for a in ACCOUNTS},
+            "monitor": {"listen": "127.0.0.1:0"},
+        },
+        env={},
+    )
     store = await Store.open(settings.database, max_size=4, application_name="bench-metrics")
     try:
         state = MonitorState()
@@ -100,8 +114,15 @@ async def main(rows: int, count: int) -> int:
     name = await create_db("emag_sync_bench")
     try:
         url = dsn_for(name)
-        await migrate(parse({"database": {"url": url}, "accounts": {"x": {
-            "base_url": "http://127.0.0.1:9", "username": "x", "password": "x"}}}, env={}).database)
+        await migrate(
+            parse(
+                {
+                    "database": {"url": url},
+                    "accounts": {"x": {"base_url": "http://127.0.0.1:9", "username": "x", "password": "x"}},
+                },
+                env={},
+            ).database
+        )
         fill_s = await fill(url, rows)
         latencies, size, lines = await scrape(url, count)
     finally:
@@ -110,9 +131,11 @@ async def main(rows: int, count: int) -> int:
     median = statistics.median(latencies)
     p95 = latencies[max(0, int(round(0.95 * len(latencies))) - 1)]
     ok = median <= TARGET_MEDIAN_MS
-    print(f"bench_metrics: {rows} runs ({len(ACCOUNTS)} accounts x 2 resources, filled in {fill_s:.1f}s), "
-          f"{count} scrapes of {size} bytes / {lines} lines: median {median:.1f} ms, p95 {p95:.1f} ms, "
-          f"max {latencies[-1]:.1f} ms (target median <= {TARGET_MEDIAN_MS:g} ms) {'OK' if ok else 'FAIL'}")
+    print(
+        f"bench_metrics: {rows} runs ({len(ACCOUNTS)} accounts x 2 resources, filled in {fill_s:.1f}s), "
+        f"{count} scrapes of {size} bytes / {lines} lines: median {median:.1f} ms, p95 {p95:.1f} ms, "
+        f"max {latencies[-1]:.1f} ms (target median <= {TARGET_MEDIAN_MS:g} ms) {'OK' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 

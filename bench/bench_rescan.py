@@ -17,16 +17,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import asyncpg  # noqa: E402
+import asyncpg
 
-from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
-from daemon import logs  # noqa: E402
-from daemon.config import parse  # noqa: E402
-from daemon.store import Store, migrate  # noqa: E402
-from daemon.sync.run import RunRequest  # noqa: E402
+from daemon import logs
+from daemon.config import parse
+from daemon.store import Store, migrate
 from daemon.sync.clients import Clients
-from daemon.sync.pairs import run_many  # noqa: E402
-from sandbox import Market, Sandbox  # noqa: E402
+from daemon.sync.pairs import run_many
+from daemon.sync.run import RunRequest
+from sandbox import Market, Sandbox
+from sandbox.testbed import create_db, drop_db, dsn_for
 
 ACCOUNTS = ("main", "fbe")
 
@@ -35,8 +35,10 @@ async def table_writes(db_url: str) -> dict[str, int]:
     conn = await asyncpg.connect(db_url)
     try:
         await conn.execute("SELECT pg_stat_clear_snapshot()")
-        rows = await conn.fetch("SELECT relname, n_tup_upd, n_tup_ins FROM pg_stat_user_tables "
-                                "WHERE schemaname = 'emag_sync' AND relname IN ('offers', 'orders')")
+        rows = await conn.fetch(
+            "SELECT relname, n_tup_upd, n_tup_ins FROM pg_stat_user_tables "
+            "WHERE schemaname = 'emag_sync' AND relname IN ('offers', 'orders')"
+        )
         return {f"{r['relname']}_{kind}": r[f"n_tup_{kind}"] for r in rows for kind in ("upd", "ins")}
     finally:
         await conn.close()
@@ -44,9 +46,18 @@ async def table_writes(db_url: str) -> dict[str, int]:
 
 async def run(db_url: str, base_url: str, mode: str) -> dict[str, int]:
     """One run of every pair; returns the rows it inserted and updated, per table."""
-    doc = {"database": {"url": db_url}, "accounts": {
-        name: {"base_url": base_url, "username": f"{name}@sandbox.test", "password": f"sandbox-{name}",
-               **({"order_type": 2} if name == "fbe" else {})} for name in ACCOUNTS}}
+    doc = {
+        "database": {"url": db_url},
+        "accounts": {
+            name: {
+                "base_url": base_url,
+                "username": f"{name}@sandbox.test",
+                "password": f"sandbox-{name}",
+                **({"order_type": 2} if name == "fbe" else {}),
+            }
+            for name in ACCOUNTS
+        },
+    }
     settings = parse(doc, env={})
     before = await table_writes(db_url)
     store = await Store.open(settings.database)
@@ -72,8 +83,15 @@ async def main() -> int:
     market = Market.with_default_accounts(offers=1275, orders=300, seed=3)
     name = await create_db("emag_sync_bench")
     try:
-        await migrate(parse({"database": {"url": dsn_for(name)}, "accounts": {"x": {
-            "base_url": "http://x/api-3", "username": "x", "password": "x"}}}, env={}).database)
+        await migrate(
+            parse(
+                {
+                    "database": {"url": dsn_for(name)},
+                    "accounts": {"x": {"base_url": "http://x/api-3", "username": "x", "password": "x"}},
+                },
+                env={},
+            ).database
+        )
         async with Sandbox(market, rate_mode="off") as sb:
             first = await run(dsn_for(name), sb.base_url, "full")
             full = await run(dsn_for(name), sb.base_url, "full")
@@ -83,13 +101,19 @@ async def main() -> int:
             missing = await run(dsn_for(name), sb.base_url, "incremental")
     finally:
         await drop_db(name)
-    ok = (first["offers_ins"] == 2 * 1275 and full["offers_upd"] == full["orders_upd"] == 0
-          and incremental["offers_upd"] == incremental["orders_upd"] == 0 and missing["offers_upd"] == 2 * 5)
-    print(f"rescan: 2 accounts x 1275 offers + 300 orders; rows rewritten by an unchanged re-scan: full run "
-          f"offers {full['offers_upd']}, orders {full['orders_upd']}; incremental run offers "
-          f"{incremental['offers_upd']}, orders {incremental['orders_upd']} (target 0; before the change feed "
-          f"release: 2550 offers per re-scan); 5 offers gone per account: {missing['offers_upd']} rows marked "
-          f"missing -> {'OK' if ok else 'MISSED'}")
+    ok = (
+        first["offers_ins"] == 2 * 1275
+        and full["offers_upd"] == full["orders_upd"] == 0
+        and incremental["offers_upd"] == incremental["orders_upd"] == 0
+        and missing["offers_upd"] == 2 * 5
+    )
+    print(
+        f"rescan: 2 accounts x 1275 offers + 300 orders; rows rewritten by an unchanged re-scan: full run "
+        f"offers {full['offers_upd']}, orders {full['orders_upd']}; incremental run offers "
+        f"{incremental['offers_upd']}, orders {incremental['orders_upd']} (target 0; before the change feed "
+        f"release: 2550 offers per re-scan); 5 offers gone per account: {missing['offers_upd']} rows marked "
+        f"missing -> {'OK' if ok else 'MISSED'}"
+    )
     return 0 if ok else 1
 
 

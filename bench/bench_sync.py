@@ -26,22 +26,31 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-from daemon import logs  # noqa: E402
-from daemon.config import parse  # noqa: E402
-from daemon.store import Store, migrate  # noqa: E402
-from daemon.sync.run import RunRequest  # noqa: E402
+from daemon import logs
+from daemon.config import parse
+from daemon.store import Store, migrate
 from daemon.sync.clients import Clients
-from daemon.sync.pairs import run_many  # noqa: E402
-from sandbox import Market, Sandbox  # noqa: E402
-from sandbox.testbed import create_db, drop_db, dsn_for  # noqa: E402
+from daemon.sync.pairs import run_many
+from daemon.sync.run import RunRequest
+from sandbox import Market, Sandbox
+from sandbox.testbed import create_db, drop_db, dsn_for
 
 OTHER_PER_S = 3.0
 
 
 async def sync_offers(db_url: str, base_url: str, accounts: list[str], limits: bool) -> tuple[float, list]:
-    doc = {"database": {"url": db_url}, "accounts": {
-        name: {"base_url": base_url, "username": f"{name}@sandbox.test", "password": f"sandbox-{name}",
-               "resources": ["offers"]} for name in accounts}}
+    doc = {
+        "database": {"url": db_url},
+        "accounts": {
+            name: {
+                "base_url": base_url,
+                "username": f"{name}@sandbox.test",
+                "password": f"sandbox-{name}",
+                "resources": ["offers"],
+            }
+            for name in accounts
+        },
+    }
     settings = parse(doc, env={})
     await migrate(settings.database)
     store = await Store.open(settings.database)
@@ -69,9 +78,11 @@ async def speed(offers: int) -> bool:
     floor = requests / OTHER_PER_S
     ratio = elapsed / floor
     ok = all(r.status == "completed" for r in results) and throttled == 0 and ratio <= 1.10
-    print(f"speed: 2 accounts x {offers} offers, limits on, latency 250+-50 ms: {elapsed:.2f} s, "
-          f"floor {floor:.2f} s ({requests} requests / 3 req/s per account), ratio {ratio:.3f} (target <= 1.10), "
-          f"429s {throttled}, statuses {sorted({r.status for r in results})} -> {'OK' if ok else 'MISSED'}")
+    print(
+        f"speed: 2 accounts x {offers} offers, limits on, latency 250+-50 ms: {elapsed:.2f} s, "
+        f"floor {floor:.2f} s ({requests} requests / 3 req/s per account), ratio {ratio:.3f} (target <= 1.10), "
+        f"429s {throttled}, statuses {sorted({r.status for r in results})} -> {'OK' if ok else 'MISSED'}"
+    )
     return ok
 
 
@@ -86,22 +97,35 @@ async def child(offers: int) -> None:
     finally:
         await drop_db(name)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"offers": offers, "elapsed_s": elapsed, "status": results[0].status,
-                      "rss_before_kib": base_rss, "rss_peak_kib": peak, "growth_kib": peak - base_rss}))
+    print(
+        json.dumps(
+            {
+                "offers": offers,
+                "elapsed_s": elapsed,
+                "status": results[0].status,
+                "rss_before_kib": base_rss,
+                "rss_peak_kib": peak,
+                "growth_kib": peak - base_rss,
+            }
+        )
+    )
 
 
 def memory() -> bool:
     figures = {}
     for offers in (10_000, 100_000):
-        out = subprocess.run([sys.executable, __file__, "--child", str(offers)], capture_output=True, text=True,
-                             check=True, timeout=1200)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(offers)], capture_output=True, text=True, check=True, timeout=1200
+        )
         figures[offers] = json.loads(out.stdout.strip().splitlines()[-1])
     small, large = figures[10_000], figures[100_000]
     ratio = large["growth_kib"] / max(small["growth_kib"], 1)
     ok = small["status"] == large["status"] == "completed" and ratio <= 1.5
-    print(f"memory: sync growth over the sandbox's own data: 10k offers {small['growth_kib'] / 1024:.1f} MiB "
-          f"({small['elapsed_s']:.1f} s), 100k offers {large['growth_kib'] / 1024:.1f} MiB "
-          f"({large['elapsed_s']:.1f} s), ratio {ratio:.2f} (target <= 1.5) -> {'OK' if ok else 'MISSED'}")
+    print(
+        f"memory: sync growth over the sandbox's own data: 10k offers {small['growth_kib'] / 1024:.1f} MiB "
+        f"({small['elapsed_s']:.1f} s), 100k offers {large['growth_kib'] / 1024:.1f} MiB "
+        f"({large['elapsed_s']:.1f} s), ratio {ratio:.2f} (target <= 1.5) -> {'OK' if ok else 'MISSED'}"
+    )
     return ok
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import anyio
 import structlog
@@ -27,21 +28,29 @@ WAIT_POLL_S = 0.5
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emag-sync", description="Sync eMAG Marketplace offers and orders "
-                                     "into PostgreSQL.")
+    parser = argparse.ArgumentParser(
+        prog="emag-sync", description="Sync eMAG Marketplace offers and orders into PostgreSQL."
+    )
     add_config_option(parser)
     parser.add_argument("--version", action="version", version=f"emag-sync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     check = sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")
-    check.add_argument("--secrets", action="store_true",
-                       help="also read every account's eMAG password, as `run` will (deploy and reload do)")
+    check.add_argument(
+        "--secrets",
+        action="store_true",
+        help="also read every account's eMAG password, as `run` will (deploy and reload do)",
+    )
     check.add_argument("--quiet", action="store_true", help="print nothing when the configuration is valid")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     once = sub.add_parser("once", help="run one sync now and exit")
     once.add_argument("--account", action="append", metavar="NAME", help="only this account (repeatable)")
     once.add_argument("--resource", choices=(*RESOURCES, "all"), default="all")
-    once.add_argument("--mode", choices=("incremental", "full"), default="incremental",
-                      help="orders: incremental from the watermark, or full back to the horizon")
+    once.add_argument(
+        "--mode",
+        choices=("incremental", "full"),
+        default="incremental",
+        help="orders: incremental from the watermark, or full back to the horizon",
+    )
     history = sub.add_parser("history", help="recent runs, newest first")
     history.add_argument("--limit", type=int, default=20)
     history.add_argument("--account")
@@ -53,15 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--account", action="append", metavar="NAME", help="only this account (repeatable)")
     trigger.add_argument("--resource", choices=(*RESOURCES, "all"), default="all")
     trigger.add_argument("--wait", action="store_true", help="wait for the runs that serve it; exit as `once` does")
-    trigger.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS",
-                         help="with --wait: give up (exit 1) after this long (default 3600)")
+    trigger.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --wait: give up (exit 1) after this long (default 3600)",
+    )
     deliveries = sub.add_parser("deliveries", help="the webhook delivery log, newest first")
     deliveries.add_argument("--limit", type=int, default=20)
     deliveries.add_argument("--json", action="store_true")
     sub.add_parser("run", help="the resident daemon (what systemd runs)")
     recover = sub.add_parser("recover", help="fail runs stuck in 'running' whose process is gone")
-    recover.add_argument("--older-than", type=float, metavar="SECONDS", required=True,
-                         help="heartbeat older than this many seconds")
+    recover.add_argument(
+        "--older-than", type=float, metavar="SECONDS", required=True, help="heartbeat older than this many seconds"
+    )
     return parser
 
 
@@ -90,14 +105,17 @@ async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.sync.pairs import run_many
     from daemon.sync.run import RunRequest
 
-    requests = [RunRequest(settings.account(a), r, args.mode, "manual")
-                for a, r in _pairs(settings, args.account, args.resource)]
+    requests = [
+        RunRequest(settings.account(a), r, args.mode, "manual")
+        for a, r in _pairs(settings, args.account, args.resource)
+    ]
     interrupted = False
 
     results: list = []
 
     async def body(store: Store) -> int:
         async with Clients(settings) as clients, anyio.create_task_group() as tg:
+
             async def watch_signals() -> None:
                 nonlocal interrupted
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -106,6 +124,7 @@ async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
                         log.warning("cli.interrupted")
                         tg.cancel_scope.cancel()
                         return
+
             tg.start_soon(watch_signals)
             await run_many(store, clients, settings.sync, requests, into=results)
             tg.cancel_scope.cancel()
@@ -127,8 +146,9 @@ async def cmd_once(settings: Settings, args: argparse.Namespace) -> int:
 def _pairs(settings: Settings, names: list[str] | None, resource: str) -> list[tuple[str, str]]:
     """The (account, resource) pairs a command names, as configured (ConfigError otherwise)."""
     accounts = [settings.account(n) for n in dict.fromkeys(names or settings.names)]
-    pairs = [(a.name, r) for a in accounts for r in (a.resources if resource == "all" else (resource,))
-             if r in a.resources]
+    pairs = [
+        (a.name, r) for a in accounts for r in (a.resources if resource == "all" else (resource,)) if r in a.resources
+    ]
     if not pairs:
         raise ConfigError(f"--resource {resource}: not enabled for the selected accounts")
     return pairs
@@ -147,6 +167,7 @@ async def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
         if not args.wait:
             return EXIT_OK
         return await _wait_for_requests(store, ids, args.timeout)
+
     return await _with_store(settings, body)
 
 
@@ -161,12 +182,16 @@ async def _wait_for_requests(store: Store, ids: list[int], timeout_s: float) -> 
                     continue
                 printed.add(row["id"])
                 results.append(row)
-                print(f"{row['account']}/{row['resource']}: {row['status']} (run {row['run_id']})"
-                      + (f" - {row['error']}" if row["error"] and row["status"] != "completed" else ""))
+                print(
+                    f"{row['account']}/{row['resource']}: {row['status']} (run {row['run_id']})"
+                    + (f" - {row['error']}" if row["error"] and row["status"] != "completed" else "")
+                )
             await anyio.sleep(WAIT_POLL_S)
     if len(printed) < len(ids):
-        print(f"gave up waiting after {timeout_s:g} s: {len(ids) - len(printed)} request(s) not served yet "
-              "(they stay queued; `emag-sync status` shows them)")
+        print(
+            f"gave up waiting after {timeout_s:g} s: {len(ids) - len(printed)} request(s) not served yet "
+            "(they stay queued; `emag-sync status` shows them)"
+        )
         return EXIT_FAILED
     return _exit_code(results)
 
@@ -176,6 +201,7 @@ async def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> int:
         rows = await store.recent_deliveries(max(1, args.limit))
         print(to_json(rows) if args.json else deliveries_text(rows))
         return EXIT_OK
+
     return await _with_store(settings, body)
 
 
@@ -184,6 +210,7 @@ async def cmd_history(settings: Settings, args: argparse.Namespace) -> int:
         runs = await store.history(max(1, args.limit), args.account, args.resource)
         print(to_json(runs) if args.json else history_text(runs))
         return EXIT_OK
+
     return await _with_store(settings, body)
 
 
@@ -191,12 +218,17 @@ async def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.store.recovery import running_runs
 
     async def body(store: Store) -> int:
-        running = await running_runs(store, stale_after_s=settings.stuck_threshold_s,
-                                     max_age_s=settings.monitor.max_run_age_s)
+        running = await running_runs(
+            store, stale_after_s=settings.stuck_threshold_s, max_age_s=settings.monitor.max_run_age_s
+        )
         last, pending = await store.last_runs(), await store.pending_requests()
-        print(to_json({"running": running, "pairs": last, "pending_requests": pending}) if args.json
-              else status_text(running, last, pending))
+        print(
+            to_json({"running": running, "pairs": last, "pending_requests": pending})
+            if args.json
+            else status_text(running, last, pending)
+        )
         return EXIT_OK
+
     return await _with_store(settings, body)
 
 
@@ -216,12 +248,14 @@ async def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
     from daemon.store.recovery import recover_stuck
 
     async def body(store: Store) -> int:
-        failed = await recover_stuck(store, stale_after_s=args.older_than,
-                                     max_age_s=settings.monitor.max_run_age_s, by="emag-sync recover")
+        failed = await recover_stuck(
+            store, stale_after_s=args.older_than, max_age_s=settings.monitor.max_run_age_s, by="emag-sync recover"
+        )
         for run in failed:
             print(f"failed run {run['id']} ({run['account']}/{run['resource']}): {run['error']}")
         print(f"{len(failed)} stuck run(s) failed")
         return EXIT_OK
+
     return await _with_store(settings, body)
 
 
@@ -230,8 +264,14 @@ async def cmd_recover(settings: Settings, args: argparse.Namespace) -> int:
 NEED_EMAG_SECRETS = ("once", "run")
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[int]]] = {
-    "migrate": cmd_migrate, "once": cmd_once, "history": cmd_history, "status": cmd_status,
-    "run": cmd_run, "recover": cmd_recover, "trigger": cmd_trigger, "deliveries": cmd_deliveries,
+    "migrate": cmd_migrate,
+    "once": cmd_once,
+    "history": cmd_history,
+    "status": cmd_status,
+    "run": cmd_run,
+    "recover": cmd_recover,
+    "trigger": cmd_trigger,
+    "deliveries": cmd_deliveries,
 }
 
 
@@ -240,8 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int:
         settings = load(args.config, need_secrets=args.command in NEED_EMAG_SECRETS or getattr(args, "secrets", False))
-        logs.configure(settings.log.format, settings.log.level,
-                       secrets=[a.password for a in settings.accounts])
+        logs.configure(settings.log.format, settings.log.level, secrets=[a.password for a in settings.accounts])
         if args.command == "check-config":
             if not args.quiet:
                 print(describe(settings, secrets_read=args.secrets), end="")

@@ -12,19 +12,44 @@ import os
 import re
 import tomllib
 import zoneinfo
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from daemon import secrets
 from daemon.constants import DEFAULT_CONFIG_PATH, RESOURCES
-from daemon.settings import (AccountSettings, ConfigError, DatabaseSettings, LogSettings, MonitorSettings,
-                             ScheduleSettings, Settings, SyncSettings, WebhookSettings)
+from daemon.settings import (
+    AccountSettings,
+    ConfigError,
+    DatabaseSettings,
+    LogSettings,
+    MonitorSettings,
+    ScheduleSettings,
+    Settings,
+    SyncSettings,
+    WebhookSettings,
+)
 
-__all__ = ["AccountSettings", "ConfigError", "DatabaseSettings", "LogSettings", "MonitorSettings",
-           "ScheduleSettings", "Settings", "SyncSettings", "WebhookSettings", "add_config_option", "config_path",
-           "database_url_from_env", "load", "mask_dsn", "normalize_dsn", "parse"]
+__all__ = [
+    "AccountSettings",
+    "ConfigError",
+    "DatabaseSettings",
+    "LogSettings",
+    "MonitorSettings",
+    "ScheduleSettings",
+    "Settings",
+    "SyncSettings",
+    "WebhookSettings",
+    "add_config_option",
+    "config_path",
+    "database_url_from_env",
+    "load",
+    "mask_dsn",
+    "normalize_dsn",
+    "parse",
+]
 
 
 # --- validation helpers ---------------------------------------------------------
@@ -41,11 +66,13 @@ def _number(kind: type, low: float, high: float) -> Callable[[str, Any], Any]:
         if not low <= value <= high:
             raise ConfigError(f"{key}: {value} is out of range [{low:g}, {high:g}]")
         return kind(value)
+
     return check
 
 
-def _string(pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = (),
-            why: str = "") -> Callable[[str, Any], str]:
+def _string(
+    pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = (), why: str = ""
+) -> Callable[[str, Any], str]:
     def check(key: str, value: Any) -> str:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key}: expected a non-empty string")
@@ -54,6 +81,7 @@ def _string(pattern: re.Pattern[str] | None = None, choices: tuple[str, ...] = (
         if pattern and not pattern.match(value):
             raise ConfigError(f"{key}: {value!r} is not valid" + (f" ({why})" if why else ""))
         return value
+
     return check
 
 
@@ -90,7 +118,7 @@ def normalize_dsn(key: str, value: Any) -> str:
     if scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"{key}: expected a postgresql:// URL, got scheme {parts.scheme!r}")
     try:
-        parts.port
+        _ = parts.port  # raises on a port that is not a number
     except ValueError:
         raise ConfigError(f"{key}: invalid port in database URL") from None
     return urlunsplit(("postgresql", *parts[1:]))
@@ -105,8 +133,9 @@ def mask_dsn(url: str) -> str:
     return urlunsplit((parts.scheme, f"{user}:***@{netloc[1]}", *parts[2:]))
 
 
-def _section(table: Mapping[str, Any], cls: type, prefix: str,
-             checks: Mapping[str, Callable[[str, Any], Any]], **extra: Any) -> Any:
+def _section(
+    table: Mapping[str, Any], cls: type, prefix: str, checks: Mapping[str, Callable[[str, Any], Any]], **extra: Any
+) -> Any:
     allowed = {f.name for f in fields(cls)} - set(extra)
     values = dict(extra)
     for key, value in table.items():
@@ -125,27 +154,40 @@ def _table(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 _pos_s = _number(float, 0.001, 366 * 86400)
 _SYNC_CHECKS = {
-    "page_size": _number(int, 1, 100), "max_pages": _number(int, 1, 1_000_000),
-    "timeout_s": _pos_s, "heartbeat_interval_s": _number(float, 0.05, 3600),
-    "prefetch_pages": _number(int, 1, 32), "connect_timeout_s": _number(float, 0.1, 600),
-    "read_timeout_s": _number(float, 0.1, 3600), "retry_attempts": _number(int, 1, 100),
+    "page_size": _number(int, 1, 100),
+    "max_pages": _number(int, 1, 1_000_000),
+    "timeout_s": _pos_s,
+    "heartbeat_interval_s": _number(float, 0.05, 3600),
+    "prefetch_pages": _number(int, 1, 32),
+    "connect_timeout_s": _number(float, 0.1, 600),
+    "read_timeout_s": _number(float, 0.1, 3600),
+    "retry_attempts": _number(int, 1, 100),
     "retry_base_delay_s": _number(float, 0.001, 60),
-    "retry_max_total_s": _pos_s, "orders_overlap_s": _number(float, 0, 86400),
+    "retry_max_total_s": _pos_s,
+    "orders_overlap_s": _number(float, 0, 86400),
     "orders_horizon_days": _number(int, 1, 3650),
 }
 _SCHEDULE_CHECKS = {
-    "offers_interval_s": _number(float, 1, 86400), "orders_interval_s": _number(float, 1, 86400),
-    "jitter_s": _number(float, 0, 3600), "shutdown_grace_s": _number(float, 0, 60),
+    "offers_interval_s": _number(float, 1, 86400),
+    "orders_interval_s": _number(float, 1, 86400),
+    "jitter_s": _number(float, 0, 3600),
+    "shutdown_grace_s": _number(float, 0, 60),
 }
 _MONITOR_CHECKS = {
-    "host": _string(), "port": _number(int, 0, 65535),  # both set through `listen`
+    "host": _string(),
+    "port": _number(int, 0, 65535),  # both set through `listen`
     "interval_s": _number(float, 0.1, 86400),
-    "stuck_threshold_s": _number(float, 1, 30 * 86400), "max_run_age_s": _pos_s,
-    "retention_days": _number(int, 1, 36500), "statement_timeout_s": _number(float, 0.1, 600),
+    "stuck_threshold_s": _number(float, 1, 30 * 86400),
+    "max_run_age_s": _pos_s,
+    "retention_days": _number(int, 1, 36500),
+    "statement_timeout_s": _number(float, 0.1, 600),
 }
 _DB_CHECKS = {
-    "url": normalize_dsn, "schema": _string(_IDENT), "pool_max": _number(int, 4, 100),
-    "connect_timeout_s": _number(float, 0.1, 600), "statement_timeout_s": _number(float, 0.1, 86400),
+    "url": normalize_dsn,
+    "schema": _string(_IDENT),
+    "pool_max": _number(int, 4, 100),
+    "connect_timeout_s": _number(float, 0.1, 600),
+    "statement_timeout_s": _number(float, 0.1, 86400),
 }
 _LOG_CHECKS = {"format": _string(choices=("kv", "json")), "level": _string(choices=_LEVELS)}
 
@@ -172,16 +214,19 @@ def _webhooks(doc: Mapping[str, Any], env: Mapping[str, str], base: Path, need_s
 
 _USERNAME = re.compile(r"^[^:\x00-\x1f]+$")
 _ACCOUNT_CHECKS = {
-    "base_url": _http_url, "username": _string(_USERNAME, why="HTTP Basic auth forbids ':' and control characters"),
+    "base_url": _http_url,
+    "username": _string(_USERNAME, why="HTTP Basic auth forbids ':' and control characters"),
     "order_type": _order_type,
-    "timezone": _timezone, "resources": _resources,
+    "timezone": _timezone,
+    "resources": _resources,
     "offers_interval_s": _SCHEDULE_CHECKS["offers_interval_s"],
     "orders_interval_s": _SCHEDULE_CHECKS["orders_interval_s"],
 }
 
 
-def _accounts(doc: Mapping[str, Any], schedule: ScheduleSettings, env: Mapping[str, str], base: Path,
-              need_secrets: bool) -> tuple[AccountSettings, ...]:
+def _accounts(
+    doc: Mapping[str, Any], schedule: ScheduleSettings, env: Mapping[str, str], base: Path, need_secrets: bool
+) -> tuple[AccountSettings, ...]:
     table = _table(doc, "accounts")
     if not table:
         raise ConfigError("accounts: at least one [accounts.NAME] table is required")
@@ -192,15 +237,12 @@ def _accounts(doc: Mapping[str, Any], schedule: ScheduleSettings, env: Mapping[s
         if not isinstance(raw, dict):
             raise ConfigError(f"accounts.{name}: expected a table")
         raw = dict(raw)
-        password = secrets.secret(raw, f"accounts.{name}", "password", f"{name}.password", env, base,
-                                  need_secrets)
+        password = secrets.secret(raw, f"accounts.{name}", "password", f"{name}.password", env, base, need_secrets)
         for required in ("base_url", "username"):
             if required not in raw:
                 raise ConfigError(f"accounts.{name}.{required}: missing")
-        defaults = {"offers_interval_s": schedule.offers_interval_s,
-                    "orders_interval_s": schedule.orders_interval_s}
-        account = _section(raw, AccountSettings, f"accounts.{name}", _ACCOUNT_CHECKS,
-                           name=name, password=password)
+        defaults = {"offers_interval_s": schedule.offers_interval_s, "orders_interval_s": schedule.orders_interval_s}
+        account = _section(raw, AccountSettings, f"accounts.{name}", _ACCOUNT_CHECKS, name=name, password=password)
         result.append(replace(account, **{k: v for k, v in defaults.items() if k not in raw}))
     return tuple(result)
 
@@ -263,7 +305,7 @@ def _apply_env(doc: dict[str, Any], env: Mapping[str, str]) -> None:
 def _monitor(table: dict[str, Any], env: Mapping[str, str]) -> MonitorSettings:
     for key in ("host", "port"):
         if key in table:
-            raise ConfigError(f"monitor.{key}: unknown key (use listen = \"HOST:PORT\")")
+            raise ConfigError(f'monitor.{key}: unknown key (use listen = "HOST:PORT")')
     listen = table.pop("listen", None)
     if listen is not None:
         host, sep, port = _string()("monitor.listen", listen).rpartition(":")
@@ -277,18 +319,21 @@ def _monitor(table: dict[str, Any], env: Mapping[str, str]) -> MonitorSettings:
 
 # --- entry points -----------------------------------------------------------------
 
+
 def config_path(cli_path: str | None, env: Mapping[str, str]) -> Path:
     return Path(cli_path or env.get("EMAG_SYNC_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     """`--config PATH`, as both CLIs take it (before the subcommand); see config_path()."""
-    parser.add_argument("--config", metavar="PATH",
-                        help=f"TOML configuration (default: $EMAG_SYNC_CONFIG or {DEFAULT_CONFIG_PATH})")
+    parser.add_argument(
+        "--config", metavar="PATH", help=f"TOML configuration (default: $EMAG_SYNC_CONFIG or {DEFAULT_CONFIG_PATH})"
+    )
 
 
-def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), source: str = "",
-          need_secrets: bool = True) -> Settings:
+def parse(
+    doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), source: str = "", need_secrets: bool = True
+) -> Settings:
     """Validate a TOML document; `need_secrets=False` (the monitor) skips account passwords."""
     known = {"database", "accounts", "sync", "schedule", "monitor", "log", "webhooks"}
     for key in doc:
@@ -298,17 +343,20 @@ def parse(doc: dict[str, Any], env: Mapping[str, str], base: Path = Path("."), s
     database = dict(_table(doc, "database"))
     if "url" not in database:
         raise ConfigError("database.url: missing (or set DATABASE_URL)")
-    database["url"] = secrets.database_url({**database, "url": normalize_dsn("database.url", database["url"])},
-                                           env, base, need_secrets)
+    database["url"] = secrets.database_url(
+        {**database, "url": normalize_dsn("database.url", database["url"])}, env, base, need_secrets
+    )
     database.pop("password_file", None)
     schedule = _section(_table(doc, "schedule"), ScheduleSettings, "schedule", _SCHEDULE_CHECKS)
     monitor = _monitor(dict(_table(doc, "monitor")), env)
     sync = _section(_table(doc, "sync"), SyncSettings, "sync", _SYNC_CHECKS)
     if monitor.max_run_age_s <= sync.timeout_s + 60:
         # The monitor would fail runs that are still inside their own deadline.
-        raise ConfigError(f"monitor.max_run_age_s: {monitor.max_run_age_s:g} s must exceed sync.timeout_s "
-                          f"({sync.timeout_s:g} s) by more than 60 s (EMAG_SYNC_STUCK_THRESHOLD_HOURS / "
-                          "EMAG_SYNC_TIMEOUT_HOURS)")
+        raise ConfigError(
+            f"monitor.max_run_age_s: {monitor.max_run_age_s:g} s must exceed sync.timeout_s "
+            f"({sync.timeout_s:g} s) by more than 60 s (EMAG_SYNC_STUCK_THRESHOLD_HOURS / "
+            "EMAG_SYNC_TIMEOUT_HOURS)"
+        )
     return Settings(
         database=_section(database, DatabaseSettings, "database", _DB_CHECKS),
         accounts=_accounts(doc, schedule, env, base, need_secrets),

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from daemon import logs
-from daemon.groups import unwrap
 from daemon.config import ConfigError
-from daemon.constants import (EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SCHEMA,
-                              EXIT_UNAVAILABLE)
+from daemon.constants import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SCHEMA, EXIT_UNAVAILABLE
+from daemon.groups import unwrap
 from daemon.store import SchemaMismatch, StoreError, StoreRejected, StoreUnavailable
 
 

@@ -6,7 +6,7 @@ since what was sent while the session was down is gone)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import anyio
 import structlog
@@ -16,7 +16,6 @@ from daemon.store import Store, StoreError
 log = structlog.get_logger("daemon.listen")
 
 RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
-CHECK_EVERY_S = 1.0  # how soon a lost session is noticed
 
 
 class Listener:
@@ -40,13 +39,12 @@ class Listener:
         delay = RETRY_MIN_S
         while True:
             try:
-                async with self.store.listen(tuple(self._subscribers), self._dispatch) as alive:
+                async with self.store.listen(tuple(self._subscribers), self._dispatch) as lost:
                     log.debug("listen.connected", channels=",".join(self._subscribers))
                     delay = RETRY_MIN_S
                     for catch_up in self._on_connect:
                         catch_up()
-                    while alive():
-                        await anyio.sleep(CHECK_EVERY_S)
+                    await lost.wait()
                 log.warning("listen.lost", retry_in_s=delay)
             except StoreError as exc:
                 log.warning("listen.unavailable", error=str(exc), retry_in_s=delay)

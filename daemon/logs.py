@@ -16,8 +16,9 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterable, MutableMapping
 from types import TracebackType
-from typing import Any, Iterable, MutableMapping, TextIO
+from typing import Any, TextIO
 
 import structlog
 
@@ -29,8 +30,10 @@ _PATTERNS = (
     # user:password@ inside any URL or DSN
     (re.compile(r"(?P<keep>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE), r"\g<keep>***@"),
     # Authorization: Basic xxx / 'Authorization': 'Basic xxx'
-    (re.compile(r"(?P<keep>authorization['\"]?\s*[:=]\s*['\"]?)(basic|bearer)?\s*[^\s'\",}]+", re.IGNORECASE),
-     r"\g<keep>***"),
+    (
+        re.compile(r"(?P<keep>authorization['\"]?\s*[:=]\s*['\"]?)(basic|bearer)?\s*[^\s'\",}]+", re.IGNORECASE),
+        r"\g<keep>***",
+    ),
     # password=... / DB_PASS=... (DSN keywords, env dumps, query strings)
     (re.compile(r"(?P<keep>pass(word)?\s*=\s*['\"]?)[^\s'\",;&}]+", re.IGNORECASE), r"\g<keep>***"),
     # "password": "..." / 'password': '...' (JSON and dict reprs)
@@ -127,8 +130,9 @@ def stream_is_journal(stream: TextIO, env: dict[str, str] | os._Environ[str] = o
     return (st.st_dev, st.st_ino) == (device, inode)
 
 
-def configure(fmt: str = "kv", level: str = "info", stream: TextIO | None = None,
-              secrets: Iterable[str | None] = ()) -> None:
+def configure(
+    fmt: str = "kv", level: str = "info", stream: TextIO | None = None, secrets: Iterable[str | None] = ()
+) -> None:
     """Configure structlog, stdlib logging and the crash hooks for the whole process;
     safe to call again (SIGHUP reload)."""
     stream = stream or sys.stderr
@@ -144,15 +148,17 @@ def configure(fmt: str = "kv", level: str = "info", stream: TextIO | None = None
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[_from_stdlib], processors=[_drop_meta, *tail]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=[_from_stdlib], processors=[_drop_meta, *tail])
+    )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(LEVELS.get(level, logging.INFO))
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
-    threading.excepthook = lambda args: _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback,
-                                                       thread=args.thread.name if args.thread else None)
+    threading.excepthook = lambda args: _log_uncaught(
+        args.exc_type, args.exc_value, args.exc_traceback, thread=args.thread.name if args.thread else None
+    )
 
 
 def _from_stdlib(_logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -171,8 +177,9 @@ def _drop_meta(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mut
     return event
 
 
-def _log_uncaught(exc_type: type[BaseException], exc: BaseException | None, tb: TracebackType | None,
-                  thread: str | None = None) -> None:
+def _log_uncaught(
+    exc_type: type[BaseException], exc: BaseException | None, tb: TracebackType | None, thread: str | None = None
+) -> None:
     """sys.excepthook: a crash is one critical entry (journalctl -p err finds it)."""
     where = {"thread": thread} if thread else {}
     structlog.get_logger("daemon").critical("process.crashed", **where, exc_info=(exc_type, exc, tb))

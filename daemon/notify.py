@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import anyio
 import sdnotify
@@ -41,8 +41,12 @@ class Notifier:
                     warnings.simplefilter("ignore", ResourceWarning)
                     self._sd = sdnotify.SystemdNotifier(debug=True)
             except OSError as exc:
-                log.warning("notify.socket_unavailable", socket=env["NOTIFY_SOCKET"], error=str(exc),
-                            effect="systemd will not see READY=1, STATUS= or watchdog pings")
+                log.warning(
+                    "notify.socket_unavailable",
+                    socket=env["NOTIFY_SOCKET"],
+                    error=str(exc),
+                    effect="systemd will not see READY=1, STATUS= or watchdog pings",
+                )
         self.watchdog_s = watchdog_interval_s(env) if self._sd is not None else None
         self._status = ""
 

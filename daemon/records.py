@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 API_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -116,14 +117,22 @@ class OfferRow:
         rid = _id(raw)
         canonical = canonical_json(raw)
         return cls(
-            id=rid, part_number=_text(raw, "part_number"), part_number_key=_text(raw, "part_number_key"),
-            name=_text(raw, "name"), brand=_text(raw, "brand"), category_id=_int(raw, "category_id", rid),
-            status=_int(raw, "status", rid), sale_price=_decimal(raw, "sale_price", rid),
+            id=rid,
+            part_number=_text(raw, "part_number"),
+            part_number_key=_text(raw, "part_number_key"),
+            name=_text(raw, "name"),
+            brand=_text(raw, "brand"),
+            category_id=_int(raw, "category_id", rid),
+            status=_int(raw, "status", rid),
+            sale_price=_decimal(raw, "sale_price", rid),
             recommended_price=_decimal(raw, "recommended_price", rid),
             min_sale_price=_decimal(raw, "min_sale_price", rid),
-            max_sale_price=_decimal(raw, "max_sale_price", rid), currency=_text(raw, "currency"),
-            vat_id=_int(raw, "vat_id", rid), general_stock=_int(raw, "general_stock", rid),
-            estimated_stock=_int(raw, "estimated_stock", rid), raw=canonical,
+            max_sale_price=_decimal(raw, "max_sale_price", rid),
+            currency=_text(raw, "currency"),
+            vat_id=_int(raw, "vat_id", rid),
+            general_stock=_int(raw, "general_stock", rid),
+            estimated_stock=_int(raw, "estimated_stock", rid),
+            raw=canonical,
             content_hash=content_hash(canonical),
         )
 
@@ -155,8 +164,13 @@ class OrderRow:
         complete = _int(raw, "is_complete", rid)
         canonical = canonical_json(raw)
         return cls(
-            id=rid, status=_int(raw, "status", rid), type=_int(raw, "type", rid),
+            id=rid,
+            status=_int(raw, "status", rid),
+            type=_int(raw, "type", rid),
             is_complete=None if complete is None else bool(complete),
-            payment_mode_id=_int(raw, "payment_mode_id", rid), date=dates["date"],
-            modified=dates["modified"], raw=canonical, content_hash=content_hash(canonical),
+            payment_mode_id=_int(raw, "payment_mode_id", rid),
+            date=dates["date"],
+            modified=dates["modified"],
+            raw=canonical,
+            content_hash=content_hash(canonical),
         )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, fields, is_dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from daemon.config import Settings, mask_dsn
 from daemon.store.recovery import RunningRun
@@ -37,8 +38,8 @@ def _when(moment: datetime | None) -> str:
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 
 
@@ -51,12 +52,49 @@ def history_text(runs: Sequence[dict[str, Any]]) -> str:
         pages = f"{r['pages_done']}/{r['pages_total']}" if r["pages_total"] is not None else str(r["pages_done"])
         error = (r["error"] or "")[:70]
         p95 = r["api_latency_p95_s"]
-        rows.append((r["id"], r["account"], r["resource"], r["mode"], r["trigger"], r["status"], _when(r["started_at"]),
-                     duration(took), pages, r["items_seen"], r["items_written"], r["items_unchanged"],
-                     r["api_requests"], r["api_throttled"], "-" if p95 is None else f"{p95:.2f}s",
-                     duration(r["api_wait_s"]), error))
-    return table(("ID", "ACCOUNT", "RESOURCE", "MODE", "TRIGGER", "STATUS", "STARTED", "TOOK", "PAGES", "SEEN",
-                  "WRITTEN", "UNCHANGED", "REQ", "429", "P95", "WAITED", "ERROR"), rows)
+        rows.append(
+            (
+                r["id"],
+                r["account"],
+                r["resource"],
+                r["mode"],
+                r["trigger"],
+                r["status"],
+                _when(r["started_at"]),
+                duration(took),
+                pages,
+                r["items_seen"],
+                r["items_written"],
+                r["items_unchanged"],
+                r["api_requests"],
+                r["api_throttled"],
+                "-" if p95 is None else f"{p95:.2f}s",
+                duration(r["api_wait_s"]),
+                error,
+            )
+        )
+    return table(
+        (
+            "ID",
+            "ACCOUNT",
+            "RESOURCE",
+            "MODE",
+            "TRIGGER",
+            "STATUS",
+            "STARTED",
+            "TOOK",
+            "PAGES",
+            "SEEN",
+            "WRITTEN",
+            "UNCHANGED",
+            "REQ",
+            "429",
+            "P95",
+            "WAITED",
+            "ERROR",
+        ),
+        rows,
+    )
 
 
 def _lock(run: RunningRun) -> str:
@@ -66,39 +104,79 @@ def _lock(run: RunningRun) -> str:
     return "gone: dead, the monitor fails it" if run.stale else "gone"
 
 
-def status_text(running: Sequence[RunningRun], last: Sequence[dict[str, Any]],
-                pending: Sequence[dict[str, Any]] = (), now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+def status_text(
+    running: Sequence[RunningRun],
+    last: Sequence[dict[str, Any]],
+    pending: Sequence[dict[str, Any]] = (),
+    now: datetime | None = None,
+) -> str:
+    now = now or datetime.now(UTC)
     out = []
     if running:
-        rows = [(r.id, f"{r.account}/{r.resource}", r.mode,
-                 f"page {r.pages_done}/{r.pages_total if r.pages_total is not None else '?'}",
-                 r.items_seen, duration(now - r.started_at), _age(r.heartbeat_at, now), _lock(r),
-                 f"{r.host}:{r.pid}") for r in running]
-        out.append("Running now:\n" + table(("ID", "PAIR", "MODE", "PROGRESS", "ITEMS", "RUNNING", "HEARTBEAT",
-                                             "LOCK", "WHERE"), rows))
+        now_rows = [
+            (
+                r.id,
+                f"{r.account}/{r.resource}",
+                r.mode,
+                f"page {r.pages_done}/{r.pages_total if r.pages_total is not None else '?'}",
+                r.items_seen,
+                duration(now - r.started_at),
+                _age(r.heartbeat_at, now),
+                _lock(r),
+                f"{r.host}:{r.pid}",
+            )
+            for r in running
+        ]
+        out.append(
+            "Running now:\n"
+            + table(("ID", "PAIR", "MODE", "PROGRESS", "ITEMS", "RUNNING", "HEARTBEAT", "LOCK", "WHERE"), now_rows)
+        )
     else:
         out.append("Running now: nothing")
     if last:
-        rows = [(f"{r['account']}/{r['resource']}", _age(r["last_success_at"], now),
-                 duration(r["last_success_duration"]), r["last_status"] or "-",
-                 "yes" if r["checkpoint"] else "no", (r["last_error"] or "")[:60]) for r in last]
-        out.append("Last runs:\n" + table(("PAIR", "LAST SUCCESS", "TOOK", "LAST STATUS", "RESUMABLE",
-                                           "LAST ERROR"), rows))
+        last_rows = [
+            (
+                f"{r['account']}/{r['resource']}",
+                _age(r["last_success_at"], now),
+                duration(r["last_success_duration"]),
+                r["last_status"] or "-",
+                "yes" if r["checkpoint"] else "no",
+                (r["last_error"] or "")[:60],
+            )
+            for r in last
+        ]
+        out.append(
+            "Last runs:\n"
+            + table(("PAIR", "LAST SUCCESS", "TOOK", "LAST STATUS", "RESUMABLE", "LAST ERROR"), last_rows)
+        )
     else:
         out.append("Last runs: none yet")
     if pending:
-        rows = [(f"{r['account']}/{r['resource']}", r["pending"], _age(r["since"], now)) for r in pending]
-        out.append('"Sync now" requests waiting for a run:\n' + table(("PAIR", "REQUESTS", "OLDEST"), rows))
+        waiting = [(f"{r['account']}/{r['resource']}", r["pending"], _age(r["since"], now)) for r in pending]
+        out.append('"Sync now" requests waiting for a run:\n' + table(("PAIR", "REQUESTS", "OLDEST"), waiting))
     return "\n\n".join(out)
 
 
 def deliveries_text(rows: Sequence[dict[str, Any]]) -> str:
     if not rows:
         return "no webhook deliveries recorded"
-    return table(("ID", "RUN", "URL", "STATUS", "ATTEMPTS", "HTTP", "CREATED", "FINISHED", "LAST ERROR"), [
-        (r["id"], r["run_id"], r["url"], r["status"], r["attempts"], r["last_status"] or "-", _when(r["created_at"]),
-         _when(r["finished_at"]), (r["last_error"] or "")[:60]) for r in rows])
+    return table(
+        ("ID", "RUN", "URL", "STATUS", "ATTEMPTS", "HTTP", "CREATED", "FINISHED", "LAST ERROR"),
+        [
+            (
+                r["id"],
+                r["run_id"],
+                r["url"],
+                r["status"],
+                r["attempts"],
+                r["last_status"] or "-",
+                _when(r["created_at"]),
+                _when(r["finished_at"]),
+                (r["last_error"] or "")[:60],
+            )
+            for r in rows
+        ],
+    )
 
 
 def to_json(rows: Any) -> str:
@@ -110,6 +188,7 @@ def to_json(rows: Any) -> str:
         if isinstance(value, timedelta):
             return value.total_seconds()
         return str(value)
+
     return json.dumps(rows, default=default, indent=2)
 
 
@@ -137,9 +216,15 @@ def describe(settings: Settings, secrets_read: bool = True) -> str:
             if value is None:
                 lines.append(f"# {f.name} = (default)")
                 continue
-            rendered = (f'"{value}"' if isinstance(value, str) else
-                        str(list(value)).replace("'", '"') if isinstance(value, tuple) else
-                        str(value).lower() if isinstance(value, bool) else repr(value))
+            rendered = (
+                f'"{value}"'
+                if isinstance(value, str)
+                else str(list(value)).replace("'", '"')
+                if isinstance(value, tuple)
+                else str(value).lower()
+                if isinstance(value, bool)
+                else repr(value)
+            )
             lines.append(f"{f.name} = {rendered}")
 
     emit("database", settings.database)

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
 import anyio
 import structlog
 
 from daemon.config import Settings
 from daemon.store import Store
-from daemon.sync.run import Counters, RunRequest
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_pair
+from daemon.sync.run import Counters, RunRequest
 
 log = structlog.get_logger("daemon.scheduler")
 
@@ -129,8 +129,11 @@ class Scheduler:
                 with anyio.move_on_after(self._until_next(now)):
                     await self._wake.wait()
                 self._wake = anyio.Event()
-            log.info("scheduler.stopping", running=sum(j.running for j in self.jobs.values()),
-                     grace_s=self.settings.schedule.shutdown_grace_s)
+            log.info(
+                "scheduler.stopping",
+                running=sum(j.running for j in self.jobs.values()),
+                grace_s=self.settings.schedule.shutdown_grace_s,
+            )
             with anyio.move_on_after(self.settings.schedule.shutdown_grace_s):
                 while any(j.running for j in self.jobs.values()):
                     self.last_tick = time.monotonic()
@@ -174,8 +177,11 @@ class Scheduler:
                 page = f"page {c.pages_done}/{c.pages_total if c.pages_total is not None else '?'}" if c else "starting"
                 parts.append(f"{job.pair} {page}")
             else:
-                parts.append(f"{job.pair} idle" + (f" ({job.last_status})" if job.last_status not in (None, "completed")
-                                                   else "") + (" (requested)" if job.pending else ""))
+                parts.append(
+                    f"{job.pair} idle"
+                    + (f" ({job.last_status})" if job.last_status not in (None, "completed") else "")
+                    + (" (requested)" if job.pending else "")
+                )
         waiting = [j.due for j in self.jobs.values() if not j.running]
         if self._stop.is_set():
             parts.append("stopping")

@@ -3,8 +3,9 @@ a service user gets a root-only file), or a file; one line of ConfigError when t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from daemon.settings import ConfigError
@@ -44,8 +45,9 @@ def _text(key: str, value: Any) -> str:
     return value
 
 
-def secret(table: dict[str, Any], prefix: str, key: str, credential_name: str, env: Mapping[str, str],
-           base: Path, need: bool) -> str:
+def secret(
+    table: dict[str, Any], prefix: str, key: str, credential_name: str, env: Mapping[str, str], base: Path, need: bool
+) -> str:
     """Inline `key` (its table's own), else $CREDENTIALS_DIRECTORY/<credential_name>, else
     `<key>_file`; popped from `table`. "" when not `need`ed and not inline."""
     inline, path = table.pop(key, None), table.pop(f"{key}_file", None)
@@ -62,8 +64,9 @@ def secret(table: dict[str, Any], prefix: str, key: str, credential_name: str, e
         return found
     if path is not None:
         return read_file(f"{prefix}.{key}_file", path)
-    raise ConfigError(f"{prefix}.{key}: missing secret (set {key}_file, {key}, "
-                      f"or provide $CREDENTIALS_DIRECTORY/{credential_name})")
+    raise ConfigError(
+        f"{prefix}.{key}: missing secret (set {key}_file, {key}, or provide $CREDENTIALS_DIRECTORY/{credential_name})"
+    )
 
 
 def database_url(table: dict[str, Any], env: Mapping[str, str], base: Path, need_secrets: bool) -> str:

@@ -21,11 +21,11 @@ import structlog
 from daemon import logs
 from daemon.config import ConfigError, Settings, load
 from daemon.constants import EXIT_OK
-from daemon.notify import Notifier, watchdog_loop
-from daemon.scheduler import Scheduler
 from daemon.listen import Listener
+from daemon.notify import Notifier, watchdog_loop
 from daemon.requests import CHANNEL as REQUESTS_CHANNEL
 from daemon.requests import PendingRequests
+from daemon.scheduler import Scheduler
 from daemon.store import Store, StoreError, StoreUnavailable
 from daemon.store.store import DB_RETRY_MAX_S
 from daemon.sync.clients import Clients
@@ -73,8 +73,12 @@ class Service:
             log.info("service.ready", accounts=",".join(self.settings.names))
             with anyio.CancelScope() as connecting:
                 tg.start_soon(self._cancel_on_stop, connecting)
-                store = await Store.open_when_up(self.settings.database, max_size=self.settings.pool_size,
-                                                 application_name="emag-sync", on_wait=self._waiting)
+                store = await Store.open_when_up(
+                    self.settings.database,
+                    max_size=self.settings.pool_size,
+                    application_name="emag-sync",
+                    on_wait=self._waiting,
+                )
             if not connecting.cancelled_caught:
                 try:
                     await store.check_schema()  # SchemaMismatch -> the CLI exits 79, the unit won't restart
@@ -169,23 +173,31 @@ class Service:
             return
         logs.configure(new.log.format, new.log.level, secrets=[a.password for a in new.accounts])
         if new.database != self.settings.database:
-            log.warning("service.reload_needs_restart", key="database",
-                        reason="the connection pool keeps the old database settings until a restart")
+            log.warning(
+                "service.reload_needs_restart",
+                key="database",
+                reason="the connection pool keeps the old database settings until a restart",
+            )
         self.settings = new
         self._reconfigured.set()
         if self.clients is not None and self.scheduler is not None:
             self.clients.update(new)
             self.scheduler.apply(new)
-        log.info("service.reloaded", accounts=",".join(new.names),
-                 jobs=len(self.scheduler.jobs) if self.scheduler else 0)
+        log.info(
+            "service.reloaded", accounts=",".join(new.names), jobs=len(self.scheduler.jobs) if self.scheduler else 0
+        )
         self.notifier.ready(self.scheduler.status_line() if self.scheduler else "connecting to the database")
 
 
 def _exit_anyway_after(seconds: float) -> None:
     """Arm the last resort of a stop: exit 0 after `seconds` whatever the event loop does."""
+
     def exit_now() -> None:
-        log.error("service.forced_exit", after_s=seconds,
-                  reason="shutdown did not finish in time; rows still running are failed by the monitor")
+        log.error(
+            "service.forced_exit",
+            after_s=seconds,
+            reason="shutdown did not finish in time; rows still running are failed by the monitor",
+        )
         sys.stderr.flush()
         os._exit(EXIT_OK)
 

@@ -12,7 +12,8 @@ import hashlib
 import hmac
 import json
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import anyio
@@ -44,8 +45,7 @@ def retry_in_s(attempts: int, rng: random.Random) -> float:
 
 
 class WebhookSender:
-    def __init__(self, store: Store, settings: Callable[[], WebhookSettings],
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, store: Store, settings: Callable[[], WebhookSettings], rng: random.Random | None = None) -> None:
         self.store, self._settings = store, settings  # the settings of the moment (a reload changes them)
         self.rng = rng or random.Random()
         self._wake = anyio.Event()
@@ -80,15 +80,15 @@ class WebhookSender:
         async with limit:
             status, error = await self._post(http, delivery)
         attempts = delivery["attempts"]
-        ctx = {"delivery_id": delivery["id"], "run_id": delivery["run_id"], "url": delivery["url"],
-               "attempt": attempts}
+        ctx = {"delivery_id": delivery["id"], "run_id": delivery["run_id"], "url": delivery["url"], "attempt": attempts}
         if status is not None and 200 <= status < 300:
             outcome, wait_s = "delivered", 0.0
             log.info("webhook.delivered", **ctx, http_status=status)
         elif attempts >= self.settings.max_attempts:
             outcome, wait_s = "failed", 0.0
-            log.error("webhook.failed", **ctx, http_status=status, error=error,
-                      reason=f"gave up after {attempts} attempts")
+            log.error(
+                "webhook.failed", **ctx, http_status=status, error=error, reason=f"gave up after {attempts} attempts"
+            )
         else:
             outcome, wait_s = "pending", retry_in_s(attempts, self.rng)
             log.warning("webhook.retry", **ctx, http_status=status, error=error, retry_in_s=round(wait_s, 1))
@@ -101,9 +101,12 @@ class WebhookSender:
     async def _post(self, http: aiohttp.ClientSession, delivery: dict[str, Any]) -> tuple[int | None, str | None]:
         """One POST: (HTTP status or None, error text or None)."""
         body = json.dumps(delivery["payload"], sort_keys=True, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "X-Emag-Sync-Event": "run.ended",
-                   "X-Emag-Sync-Delivery": str(delivery["id"]),
-                   "X-Emag-Sync-Signature": signature(self.settings.secret, body)}
+        headers = {
+            "Content-Type": "application/json",
+            "X-Emag-Sync-Event": "run.ended",
+            "X-Emag-Sync-Delivery": str(delivery["id"]),
+            "X-Emag-Sync-Signature": signature(self.settings.secret, body),
+        }
         try:
             with anyio.fail_after(self.settings.timeout_s):
                 async with http.post(delivery["url"], data=body, headers=headers, allow_redirects=False) as response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import anyio
 
@@ -26,12 +26,18 @@ PROG = "emag-sync-monitor"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emag-sync-monitor", description="Fail emag-sync runs stuck in "
-                                     "'running' and serve Prometheus metrics.")
+    parser = argparse.ArgumentParser(
+        prog="emag-sync-monitor", description="Fail emag-sync runs stuck in 'running' and serve Prometheus metrics."
+    )
     add_config_option(parser)
     parser.add_argument("--version", action="version", version=f"emag-sync-monitor {__version__}")
-    parser.add_argument("command", nargs="?", choices=("run", "once"), default="run",
-                        help="run: the resident monitor (default); once: one recovery pass and exit")
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("run", "once"),
+        default="run",
+        help="run: the resident monitor (default); once: one recovery pass and exit",
+    )
     return parser
 
 
@@ -46,10 +52,14 @@ async def once(settings: Settings) -> int:
     for row in report.failed:
         print(f"failed run {row['id']} ({row['account']}/{row['resource']}): {row['error']}")
     for run in report.stale_alive:
-        print(f"not heartbeating (lock held, left running): run {run.id} ({run.account}/{run.resource}), "
-              f"heartbeat {run.heartbeat_age_s:.0f}s old")
-    print(f"pass done: {len(report.running)} running, {len(report.failed)} failed, "
-          f"{len(report.stale_alive)} not heartbeating, {state.trimmed} old run(s) trimmed")
+        print(
+            f"not heartbeating (lock held, left running): run {run.id} ({run.account}/{run.resource}), "
+            f"heartbeat {run.heartbeat_age_s:.0f}s old"
+        )
+    print(
+        f"pass done: {len(report.running)} running, {len(report.failed)} failed, "
+        f"{len(report.stale_alive)} not heartbeating, {state.trimmed} old run(s) trimmed"
+    )
     return EXIT_OK
 
 
@@ -68,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return anyio.run(once, settings)
             return anyio.run(run, settings, args.config)
         except OSError as exc:  # e.g. the listen address is taken
-            return fail(PROG, f"cannot serve on {settings.monitor.host}:{settings.monitor.port}: {exc}",
-                        EXIT_FAILED)
+            return fail(PROG, f"cannot serve on {settings.monitor.host}:{settings.monitor.port}: {exc}", EXIT_FAILED)
 
     return run_command(PROG, body)
 

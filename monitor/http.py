@@ -8,9 +8,10 @@ runs" and `emag_sync_up` means "the database answers".
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 import structlog
@@ -20,8 +21,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from daemon import logs
 from daemon.config import Settings
 from daemon.store import Store, StoreError
-from monitor.metrics import render
 from daemon.store.observe import ping, read_snapshot
+from monitor.metrics import render
 from monitor.state import MonitorState
 
 log = structlog.get_logger("monitor.http")
@@ -46,9 +47,12 @@ async def metrics(request: web.Request) -> web.Response:
     snapshot = None
     if ctx.store is not None:
         try:
-            snapshot = await read_snapshot(ctx.store, timeout_s=ctx.settings.monitor.statement_timeout_s,
-                                           stale_after_s=ctx.settings.stuck_threshold_s,
-                                           max_age_s=ctx.settings.monitor.max_run_age_s)
+            snapshot = await read_snapshot(
+                ctx.store,
+                timeout_s=ctx.settings.monitor.statement_timeout_s,
+                stale_after_s=ctx.settings.stuck_threshold_s,
+                max_age_s=ctx.settings.monitor.max_run_age_s,
+            )
         except StoreError as exc:
             log.warning("monitor.scrape_database_error", error=str(exc))
     body = render(ctx.settings, ctx.state, snapshot)

@@ -16,8 +16,8 @@ from daemon.config import ConfigError, Settings, load
 from daemon.constants import EXIT_OK
 from daemon.notify import Notifier, watchdog_loop
 from daemon.store import SchemaMismatch, Store, StoreUnavailable
-from daemon.store.store import DB_RETRY_MAX_S
 from daemon.store.recovery import monitor_identity
+from daemon.store.store import DB_RETRY_MAX_S
 from monitor.http import MonitorContext, serve_http
 from monitor.recovery_loop import recovery_loop
 from monitor.state import MonitorState
@@ -95,20 +95,29 @@ class MonitorService:
             return
         self.ctx.store = store
         log.info("monitor.database_connected")
-        await recovery_loop(store, lambda: self.settings, self.state, self.by,
-                            on_pass=lambda: self.notifier.status(self.state.status_line()))
+        await recovery_loop(
+            store,
+            lambda: self.settings,
+            self.state,
+            self.by,
+            on_pass=lambda: self.notifier.status(self.state.status_line()),
+        )
 
     async def _connect(self) -> Store:
         def waiting(attempt: int, retry_in_s: float, error: StoreUnavailable) -> None:
             self.state.last_error = str(error)
             self.state.tick()
-            self.notifier.status(f"waiting for database (attempt {attempt}, retry in {retry_in_s:.0f}s): "
-                                 f"{error}"[:200])
+            self.notifier.status(f"waiting for database (attempt {attempt}, retry in {retry_in_s:.0f}s): {error}"[:200])
             log.warning("monitor.database_unavailable", attempt=attempt, retry_in_s=retry_in_s, error=str(error))
 
         # A database that refuses us is waited for too: the monitor is what reports it (emag_sync_up 0).
-        return await Store.open_when_up(self.settings.database, max_size=POOL_SIZE,
-                                        application_name=APPLICATION_NAME, on_wait=waiting, wait_on_rejection=True)
+        return await Store.open_when_up(
+            self.settings.database,
+            max_size=POOL_SIZE,
+            application_name=APPLICATION_NAME,
+            on_wait=waiting,
+            wait_on_rejection=True,
+        )
 
     async def _stop_on_request(self, scope: anyio.CancelScope) -> None:
         await self._stop.wait()
@@ -137,11 +146,12 @@ class MonitorService:
             return
         logs.configure(new.log.format, new.log.level)
         old = self.settings
-        for key, before, after in (("monitor.listen", (old.monitor.host, old.monitor.port),
-                                    (new.monitor.host, new.monitor.port)), ("database", old.database, new.database)):
+        for key, before, after in (
+            ("monitor.listen", (old.monitor.host, old.monitor.port), (new.monitor.host, new.monitor.port)),
+            ("database", old.database, new.database),
+        ):
             if before != after:
                 log.warning("monitor.reload_needs_restart", key=key, reason="kept until the monitor restarts")
         self.ctx.settings = new
         log.info("monitor.reloaded", accounts=",".join(new.names), interval_s=new.monitor.interval_s)
         self.notifier.ready(self.state.status_line())
-

@@ -64,8 +64,10 @@ class MonitorState:
     def status_line(self) -> str:
         if self.last_pass_wall is None:
             return f"waiting for database: {self.last_error}"[:200] if self.last_error else "starting"
-        line = (f"last pass {time.strftime('%H:%M:%S', time.localtime(self.last_pass_wall))} · "
-                f"{self.stale_alive} stuck · {self.running} running")
+        line = (
+            f"last pass {time.strftime('%H:%M:%S', time.localtime(self.last_pass_wall))} · "
+            f"{self.stale_alive} stuck · {self.running} running"
+        )
         if self.last_error:
             line += f" · last pass failed: {self.last_error}"
         return line[:200]

@@ -6,9 +6,9 @@ import argparse
 import logging
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import anyio
@@ -42,7 +42,8 @@ def parse_account(text: str) -> AccountArg:
         order_type = int(parts[3]) if len(parts) > 3 else 3
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"order type must be an integer in {text!r}") from exc
-    account = AccountArg(*parts[:3], order_type, *parts[4:])
+    name, username, password = parts[:3]
+    account = AccountArg(name, username, password, order_type, *parts[4:])
     try:
         ZoneInfo(account.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:

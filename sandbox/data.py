@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import zlib
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 Record = dict[str, Any]

@@ -97,7 +97,7 @@ class Fault:
 
     @property
     def exhausted(self) -> bool:
-        return bool(self.times) and self.fired >= self.times
+        return self.times is not None and self.times > 0 and self.fired >= self.times
 
     def applies(self, req: Request) -> bool:
         if self.exhausted or self.resource not in ("*", req.resource):

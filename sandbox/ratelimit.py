@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 MODES = ("sliding", "fixed", "off")
 ORDERS = "orders"

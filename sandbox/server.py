@@ -14,8 +14,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import hdrs, web
 
@@ -196,7 +197,7 @@ class MarketApi:
         self, account: Account, resource: str, query: Query, results: list[Any], total: int, fault: Fault | None
     ) -> list[Any]:
         kind = fault.kind if fault is not None else None
-        if kind == "cap_items":
+        if kind == "cap_items" and fault is not None:
             return account.read(resource, replace(query, per_page=min(query.per_page, fault.limit)))[0]
         if kind == "repeat_page":
             return account.read(resource, replace(query, page=query.page - 1))[0]

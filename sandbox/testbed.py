@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -51,12 +52,14 @@ async def drop_db(name: str) -> None:
 
 def query(db_url: str, sql: str, *args: object) -> list[dict[str, Any]]:
     """One statement from synchronous code, on a connection of its own."""
+
     async def run() -> list[dict[str, Any]]:
         conn = await asyncpg.connect(db_url)
         try:
             return [dict(r) for r in await conn.fetch(sql, *args)]
         finally:
             await conn.close()
+
     return asyncio.run(run())
 
 
@@ -75,8 +78,13 @@ def sandbox_process(workdir: Path, *args: str) -> Iterator[str]:
     """`python -m sandbox` on a free loopback port (its own process: its CPU is not ours);
     yields its base URL."""
     ready = workdir / f"sandbox-{time.monotonic_ns()}.url"
-    proc = subprocess.Popen([sys.executable, "-m", "sandbox", "--port", "0", "--ready-file", str(ready), *args],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "--port", "0", "--ready-file", str(ready), *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120  # a large catalog takes a few seconds to build
         while not ready.exists():
@@ -88,17 +96,27 @@ def sandbox_process(workdir: Path, *args: str) -> Iterator[str]:
         stop(proc)
 
 
-def start_emag_sync(config: Path, *args: str, env: dict[str, str] | None = None,
-                    log: Path | None = None) -> subprocess.Popen:
+def start_emag_sync(
+    config: Path, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen:
     """`emag-sync --config CONFIG ARGS` from this checkout, without the caller's systemd or
     database variables; output to `log` or to pipes."""
-    out = open(log, "w") if log else subprocess.PIPE  # noqa: SIM115 - closed right after the fork
-    full_env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
-                                                                  "DATABASE_URL", "DATABASE_SYNC_URL")}
+    out: IO[str] | int = open(log, "w") if log else subprocess.PIPE  # noqa: SIM115 - closed right after the fork
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DATABASE_URL", "DATABASE_SYNC_URL")
+    }
     full_env.update(env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(config), *args], cwd=REPO,
-                            env=full_env, stdout=out, stderr=subprocess.STDOUT if log else subprocess.PIPE, text=True)
-    if log:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "--config", str(config), *args],
+        cwd=REPO,
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT if log else subprocess.PIPE,
+        text=True,
+    )
+    if not isinstance(out, int):
         out.close()
     return proc
 

@@ -11,8 +11,8 @@ import asyncio
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -78,6 +78,7 @@ async def store(db_settings: DatabaseSettings) -> AsyncIterator[Store]:
 
 # --- live: a real systemd host (tests/live/) -------------------------------------------
 
+
 @pytest.fixture(scope="session")
 def live_wheelhouse() -> Path:
     """The box's offline package source, built once (skips where no box can run)."""
@@ -111,8 +112,10 @@ def live_host(live_wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -
             try:
                 host = install(box, live_wheelhouse, dsn_for(name), base_url, _free_port())
                 host.figures["boot_s"] = boot_s
-                print(f"\nlive host: box booted in {boot_s:.1f} s; deploy_sync_system.sh first install "
-                      f"{host.figures['first_install_s']:.1f} s, upgrade to healthy {host.figures['upgrade_s']:.1f} s")
+                print(
+                    f"\nlive host: box booted in {boot_s:.1f} s; deploy_sync_system.sh first install "
+                    f"{host.figures['first_install_s']:.1f} s, upgrade to healthy {host.figures['upgrade_s']:.1f} s"
+                )
                 yield host
             finally:
                 try:

@@ -3,29 +3,37 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import asyncpg
 
 from daemon.config import Settings, parse
 from daemon.store import Store
-from daemon.sync.run import RunRequest, RunResult
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
+from daemon.sync.run import RunRequest, RunResult
 from sandbox import Market
 
 SANDBOX_ACCOUNTS = {"main": ("main@sandbox.test", "sandbox-main", None), "fbe": ("fbe@sandbox.test", "sandbox-fbe", 2)}
 
 
-def config_doc(db_url: str, base_url: str, accounts: Iterable[str] = ("main", "fbe"),
-               sync: dict[str, Any] | None = None, schedule: dict[str, Any] | None = None,
-               extra_accounts: dict[str, tuple[str, str, int | None]] | None = None) -> dict[str, Any]:
+def config_doc(
+    db_url: str,
+    base_url: str,
+    accounts: Iterable[str] = ("main", "fbe"),
+    sync: dict[str, Any] | None = None,
+    schedule: dict[str, Any] | None = None,
+    extra_accounts: dict[str, tuple[str, str, int | None]] | None = None,
+) -> dict[str, Any]:
     known = {**SANDBOX_ACCOUNTS, **(extra_accounts or {})}
-    doc: dict[str, Any] = {"database": {"url": db_url}, "accounts": {},
-                           "sync": {"heartbeat_interval_s": 0.5, "retry_max_total_s": 30.0,
-                                    "retry_base_delay_s": 0.02, **(sync or {})}}
+    doc: dict[str, Any] = {
+        "database": {"url": db_url},
+        "accounts": {},
+        "sync": {"heartbeat_interval_s": 0.5, "retry_max_total_s": 30.0, "retry_base_delay_s": 0.02, **(sync or {})},
+    }
     if schedule:
         doc["schedule"] = schedule
     for name in accounts:
@@ -64,16 +72,24 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-async def sync(settings: Settings, resources: Iterable[str] = ("offers", "orders"), mode: str = "incremental",
-               accounts: Iterable[str] | None = None, limits: bool = False) -> list[RunResult]:
+async def sync(
+    settings: Settings,
+    resources: Iterable[str] = ("offers", "orders"),
+    mode: str = "incremental",
+    accounts: Iterable[str] | None = None,
+    limits: bool = False,
+) -> list[RunResult]:
     """One run of each pair, as `once` makes them; without eMAG's rate `limits` in the client
     unless a test is about them (the sandbox then enforces them too)."""
     store = await Store.open(settings.database)
     try:
-        requests = [RunRequest(settings.account(a), r, mode, "test") for a in (accounts or settings.names)
-                    for r in resources]
+        requests = [
+            RunRequest(settings.account(a), r, mode, "test") for a in (accounts or settings.names) for r in resources
+        ]
         async with Clients(settings, unlimited=not limits) as clients:
-            return sorted(await run_many(store, clients, settings.sync, requests), key=lambda r: (r.account, r.resource))
+            return sorted(
+                await run_many(store, clients, settings.sync, requests), key=lambda r: (r.account, r.resource)
+            )
     finally:
         await store.close()
 
@@ -87,8 +103,14 @@ async def table_records(db_url: str, table: str, account: str) -> dict[int, dict
         await conn.close()
 
 
-async def assert_fidelity(db_url: str, market: Market, account: str, *, include_missing: bool = False,
-                          resources: Iterable[str] = ("offers", "orders")) -> None:
+async def assert_fidelity(
+    db_url: str,
+    market: Market,
+    account: str,
+    *,
+    include_missing: bool = False,
+    resources: Iterable[str] = ("offers", "orders"),
+) -> None:
     """The tables equal the sandbox's records field by field (no more, no fewer)."""
     acc = market.account(account)
     offers = await table_records(db_url, "offers", account)
@@ -96,8 +118,12 @@ async def assert_fidelity(db_url: str, market: Market, account: str, *, include_
     if not include_missing:
         conn = await asyncpg.connect(db_url)
         try:
-            missing = {r["id"] for r in await conn.fetch(
-                "SELECT id FROM emag_sync.offers WHERE account = $1 AND missing_since IS NOT NULL", account)}
+            missing = {
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM emag_sync.offers WHERE account = $1 AND missing_since IS NOT NULL", account
+                )
+            }
         finally:
             await conn.close()
         offers = {k: v for k, v in offers.items() if k not in missing}

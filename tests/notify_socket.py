@@ -44,11 +44,10 @@ class NotifySocket:
         for at, message in self.drain():
             for line in message.splitlines():
                 if line.startswith(key + "="):
-                    out.append((at, line[len(key) + 1:]))
+                    out.append((at, line[len(key) + 1 :]))
         return out
 
-    def wait_for(self, key: str, value: str | None = None, timeout_s: float = 20.0,
-                 predicate=None) -> str:
+    def wait_for(self, key: str, value: str | None = None, timeout_s: float = 20.0, predicate=None) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for _, v in self.fields(key):

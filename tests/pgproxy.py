@@ -63,7 +63,7 @@ class PgProxy:
     def restore(self) -> None:
         self._call(self._listen())
 
-    def _call(self, coro) -> None:  # noqa: ANN001
+    def _call(self, coro) -> None:
         asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     async def _listen(self) -> None:

@@ -17,9 +17,11 @@ from sandbox import Market, Sandbox
 from tests.harness import make_settings, sync
 
 # What an ERP runs; orders never go missing (they stay on eMAG), offers may.
-FEEDS = {table: f"SELECT account, id, change_seq, content_hash, {missing} AS missing_since "
-                f"FROM emag_sync.{table} WHERE change_seq > $1 ORDER BY change_seq"
-         for table, missing in (("offers", "missing_since"), ("orders", "NULL::timestamptz"))}
+FEEDS = {
+    table: f"SELECT account, id, change_seq, content_hash, {missing} AS missing_since "
+    f"FROM emag_sync.{table} WHERE change_seq > $1 ORDER BY change_seq"
+    for table, missing in (("offers", "missing_since"), ("orders", "NULL::timestamptz"))
+}
 
 
 @pytest.fixture
@@ -29,13 +31,15 @@ def market() -> Market:
 
 async def _versions(conn: asyncpg.Connection, table: str) -> dict[tuple[str, int], tuple]:
     """Every row's physical identity: the same tuple (ctid, xmin, xmax) means untouched."""
-    rows = await conn.fetch(f"SELECT account, id, ctid::text AS ctid, xmin::text AS xmin, xmax::text AS xmax "
-                            f"FROM emag_sync.{table}")
+    rows = await conn.fetch(
+        f"SELECT account, id, ctid::text AS ctid, xmin::text AS xmin, xmax::text AS xmax FROM emag_sync.{table}"
+    )
     return {(r["account"], r["id"]): (r["ctid"], r["xmin"], r["xmax"]) for r in rows}
 
 
-async def test_an_unchanged_rescan_writes_nothing_and_missing_offers_are_still_found(db_url: str,
-                                                                                      market: Market) -> None:
+async def test_an_unchanged_rescan_writes_nothing_and_missing_offers_are_still_found(
+    db_url: str, market: Market
+) -> None:
     conn = await asyncpg.connect(db_url)
     try:
         async with Sandbox(market, rate_mode="off") as sb:
@@ -48,8 +52,7 @@ async def test_an_unchanged_rescan_writes_nothing_and_missing_offers_are_still_f
             assert {t: await _versions(conn, t) for t in ("offers", "orders")} == before  # not one row touched
             removed = set(market.account("main").remove_offers(3))
             await sync(settings, resources=("offers",))
-        missing = {r["id"] for r in await conn.fetch(
-            "SELECT id FROM emag_sync.offers WHERE missing_since IS NOT NULL")}
+        missing = {r["id"] for r in await conn.fetch("SELECT id FROM emag_sync.offers WHERE missing_since IS NOT NULL")}
         after = await _versions(conn, "offers")
     finally:
         await conn.close()
@@ -67,12 +70,16 @@ async def test_change_numbers_become_visible_in_the_order_they_were_taken(db_url
     try:
         last = await reader.fetchval("SELECT max(change_seq) FROM emag_sync.offers")
         await first.execute("BEGIN")
-        await first.execute("UPDATE emag_sync.offers SET content_hash = '\\x01' WHERE id = (SELECT min(id) FROM "
-                            "emag_sync.offers)")
+        await first.execute(
+            "UPDATE emag_sync.offers SET content_hash = '\\x01' WHERE id = (SELECT min(id) FROM emag_sync.offers)"
+        )
         await second.execute("BEGIN")
-        later = asyncio.ensure_future(second.execute(
-            "UPDATE emag_sync.offers SET content_hash = '\\x02' WHERE id = (SELECT max(id) FROM emag_sync.offers); "
-            "COMMIT"))
+        later = asyncio.ensure_future(
+            second.execute(
+                "UPDATE emag_sync.offers SET content_hash = '\\x02' WHERE id = (SELECT max(id) FROM emag_sync.offers); "
+                "COMMIT"
+            )
+        )
         await asyncio.sleep(0.5)
         assert not later.done()  # waits for the first writer's commit...
         assert await reader.fetch(FEEDS["offers"], last) == []  # ...so nothing is visible yet
@@ -85,8 +92,9 @@ async def test_change_numbers_become_visible_in_the_order_they_were_taken(db_url
             await conn.close()
 
 
-async def test_the_erp_sees_every_change_once_while_the_marketplace_changes_mid_scan(db_url: str,
-                                                                                      market: Market) -> None:
+async def test_the_erp_sees_every_change_once_while_the_marketplace_changes_mid_scan(
+    db_url: str, market: Market
+) -> None:
     reader = await asyncpg.connect(db_url)
     read: dict[str, list[tuple]] = {"offers": [], "orders": []}
     last = {"offers": 0, "orders": 0}
@@ -128,8 +136,10 @@ async def test_the_erp_sees_every_change_once_while_the_marketplace_changes_mid_
         for table in read:
             numbers = [row[2] for row in read[table]]
             assert numbers == sorted(set(numbers)), f"{table}: a change read twice or out of order"
-            latest = {(r["account"], r["id"]): (r["change_seq"], r["content_hash"], r["missing_since"])
-                      for r in await reader.fetch(FEEDS[table], 0)}
+            latest = {
+                (r["account"], r["id"]): (r["change_seq"], r["content_hash"], r["missing_since"])
+                for r in await reader.fetch(FEEDS[table], 0)
+            }
             erp_view = {(row[0], row[1]): (row[2], row[3], row[4]) for row in read[table]}
             assert erp_view == latest, f"{table}: the ERP's copy differs from the table"
         assert any(row[4] is not None for row in read["offers"])  # disappearances came through the feed
@@ -140,8 +150,9 @@ async def test_the_erp_sees_every_change_once_while_the_marketplace_changes_mid_
 async def test_a_listener_hears_each_page_that_changed_rows(db_url: str, market: Market) -> None:
     listener = await asyncpg.connect(db_url)
     heard: list[tuple[float, dict]] = []
-    await listener.add_listener("emag_sync_changes", lambda *args: heard.append((time.monotonic(),
-                                                                                   json.loads(args[3]))))
+    await listener.add_listener(
+        "emag_sync_changes", lambda *args: heard.append((time.monotonic(), json.loads(args[3])))
+    )
     try:
         async with Sandbox(market, rate_mode="off") as sb:
             settings = make_settings(db_url, sb.base_url, accounts=("main",))

@@ -22,8 +22,12 @@ def test_once_then_history_and_status(db_url: str, tmp_path: Path) -> None:
         out, err = once.communicate(timeout=90)
         assert once.returncode == 0, err
         assert sorted(out.split("\n")[:4]) == sorted(out.split("\n")[:4])
-        for pair in ("main/offers: completed", "main/orders: completed", "fbe/offers: completed",
-                     "fbe/orders: completed"):
+        for pair in (
+            "main/offers: completed",
+            "main/orders: completed",
+            "fbe/offers: completed",
+            "fbe/orders: completed",
+        ):
             assert pair in out
         history = start_emag_sync(config, "history", "--limit", "10")
         out, _ = history.communicate(timeout=30)
@@ -33,7 +37,8 @@ def test_once_then_history_and_status(db_url: str, tmp_path: Path) -> None:
         as_json = start_emag_sync(config, "history", "--json")
         rows = json.loads(as_json.communicate(timeout=30)[0])
         assert {(r["account"], r["resource"], r["status"]) for r in rows} == {
-            (a, r, "completed") for a in ("main", "fbe") for r in ("offers", "orders")}
+            (a, r, "completed") for a in ("main", "fbe") for r in ("offers", "orders")
+        }
         status = start_emag_sync(config, "status")
         out, _ = status.communicate(timeout=30)
         assert "Running now: nothing" in out and "main/offers" in out and "ago" in out
@@ -44,8 +49,11 @@ def test_two_concurrent_once_for_one_pair(db_url: str, tmp_path: Path) -> None:
         config = write_config(tmp_path / "c.toml", config_doc(db_url, base_url))
         args = ("once", "--account", "main", "--resource", "offers")
         first = start_emag_sync(config, *args)
-        wait_until(lambda: query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"), 30,
-                   "the first run to start")
+        wait_until(
+            lambda: query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"),
+            30,
+            "the first run to start",
+        )
         second = start_emag_sync(config, *args)
         out, err = second.communicate(timeout=60)
         assert second.returncode == 75
@@ -60,8 +68,9 @@ def test_ctrl_c_ends_the_run_cancelled(db_url: str, tmp_path: Path) -> None:
     with sandbox_process(tmp_path, "--offers", "1500", "--orders", "10", "--latency-ms", "200") as base_url:
         config = write_config(tmp_path / "c.toml", config_doc(db_url, base_url, accounts=("main",)))
         proc = start_emag_sync(config, "once", "--resource", "offers")
-        wait_until(lambda: query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE pages_done >= 2"), 40,
-                   "two committed pages")
+        wait_until(
+            lambda: query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE pages_done >= 2"), 40, "two committed pages"
+        )
         began = time.monotonic()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 130

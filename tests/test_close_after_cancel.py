@@ -15,8 +15,7 @@ import anyio
 import pytest
 
 from daemon.records import OfferRow
-from daemon.store import Store
-from daemon.store import Progress
+from daemon.store import Progress, Store
 
 ROWS = [OfferRow.from_api({"id": i, "name": f"offer {i}", "sale_price": "1.0000"}) for i in range(1, 101)]
 ATTEMPTS = 2000  # the bad window is hit about once in 100 attempts on the 2-core machine
@@ -36,5 +35,6 @@ async def test_a_cancel_inside_a_page_commit_still_closes_the_row(store: Store) 
             with anyio.CancelScope(shield=True):
                 closed = await lease.finish_run("cancelled", Progress(pages_done=1), "cancelled")
         [row] = await store.history(1, "main", "offers")
-        assert (closed, row["status"]) == (True, "cancelled"), \
+        assert (closed, row["status"]) == (True, "cancelled"), (
             f"attempt {attempt}: finish_run returned {closed}, the row says {row['status']!r}"
+        )

@@ -64,28 +64,32 @@ def _edit(cfg: Path, old: str, new: str) -> None:
 ERRORS = [
     # (edit old, edit new, expected key in the message)
     ('password = "s3cret-main"', 'password = "s3cret-main"\ncolour = "red"', "accounts.main.colour: unknown key"),
-    ('[monitor]', '[monitr]', "monitr: unknown key"),
+    ("[monitor]", "[monitr]", "monitr: unknown key"),
     ('password_file = "fbe.password"', 'password_file = "nope.password"', "accounts.fbe.password_file: cannot read"),
-    ('password = "s3cret-main"', '', "accounts.main.password: missing secret"),
-    ('base_url = "https://marketplace-api.emag.ro/api-3"\nusername = "seller',
-     'base_url = "ftp://x"\nusername = "seller', "accounts.main.base_url: expected an http(s) URL"),
+    ('password = "s3cret-main"', "", "accounts.main.password: missing secret"),
+    (
+        'base_url = "https://marketplace-api.emag.ro/api-3"\nusername = "seller',
+        'base_url = "ftp://x"\nusername = "seller',
+        "accounts.main.base_url: expected an http(s) URL",
+    ),
     ('url = "postgresql://', 'url = "mysql://', "database.url: expected a postgresql:// URL"),
-    ('order_type = 2', 'order_type = 7', "accounts.fbe.order_type: 7 is out of range"),
-    ('order_type = 2', 'order_type = "2"', "accounts.fbe.order_type: expected an integer"),
-    ('[monitor]', '[sync]\nmax_pages = 0\n[monitor]', "sync.max_pages: 0 is out of range"),
-    ('[monitor]', '[sync]\npage_size = 500\n[monitor]', "sync.page_size: 500 is out of range"),
+    ("order_type = 2", "order_type = 7", "accounts.fbe.order_type: 7 is out of range"),
+    ("order_type = 2", 'order_type = "2"', "accounts.fbe.order_type: expected an integer"),
+    ("[monitor]", "[sync]\nmax_pages = 0\n[monitor]", "sync.max_pages: 0 is out of range"),
+    ("[monitor]", "[sync]\npage_size = 500\n[monitor]", "sync.page_size: 500 is out of range"),
     ('listen = "127.0.0.1:9108"', 'listen = "localhost"', "monitor.listen: expected HOST:PORT"),
-    ('order_type = 2', 'timezone = "Mars/Olympus"', "accounts.fbe.timezone: unknown time zone"),
-    ('[accounts.main]', '[accounts."bad name"]', "accounts.bad name: names are"),
-    ('[database]', '[database\n', "TOML syntax error"),
+    ("order_type = 2", 'timezone = "Mars/Olympus"', "accounts.fbe.timezone: unknown time zone"),
+    ("[accounts.main]", '[accounts."bad name"]', "accounts.bad name: names are"),
+    ("[database]", "[database\n", "TOML syntax error"),
     ('username = "fbe@example.ro"', 'username = "fbe:ro"', "accounts.fbe.username: 'fbe:ro' is not valid (HTTP Basic"),
-    ('[monitor]', '[sync]\ntimeout_s = 14400\n[monitor]', "monitor.max_run_age_s: 14400 s must exceed sync.timeout_s"),
+    ("[monitor]", "[sync]\ntimeout_s = 14400\n[monitor]", "monitor.max_run_age_s: 14400 s must exceed sync.timeout_s"),
 ]
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), ERRORS, ids=[e[2].split(":")[0] for e in ERRORS])
-def test_every_error_is_one_line_exit_78(cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-                                         old: str, new: str, expected: str) -> None:
+def test_every_error_is_one_line_exit_78(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, old: str, new: str, expected: str
+) -> None:
     for name in ("DATABASE_URL", "DATABASE_SYNC_URL", "CREDENTIALS_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
     _edit(cfg, old, new)
@@ -110,16 +114,28 @@ def test_bad_env_number_exit_78(cfg: Path, capsys: pytest.CaptureFixture[str], m
 
 def test_console_script_has_no_traceback(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("[database]\nurl = 42\n")
-    proc = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(tmp_path / "c.toml"), "migrate"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--config", str(tmp_path / "c.toml"), "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 78
-    assert proc.stderr.strip().splitlines() == ["emag-sync: configuration error: database.url: expected a non-empty string"]
+    assert proc.stderr.strip().splitlines() == [
+        "emag-sync: configuration error: database.url: expected a non-empty string"
+    ]
 
 
 def test_env_overrides_use_the_old_names(cfg: Path) -> None:
-    env = {"EMAG_SYNC_MAX_PAGES": "77", "EMAG_SYNC_TIMEOUT_HOURS": "0.5", "EMAG_SYNC_BATCH_SIZE": "50",
-           "EMAG_SYNC_PROGRESS_INTERVAL": "5", "EMAG_SYNC_MONITOR_INTERVAL": "12",
-           "EMAG_SYNC_STUCK_THRESHOLD_HOURS": "3", "EMAG_SYNC_METRICS_PORT": "9200"}
+    env = {
+        "EMAG_SYNC_MAX_PAGES": "77",
+        "EMAG_SYNC_TIMEOUT_HOURS": "0.5",
+        "EMAG_SYNC_BATCH_SIZE": "50",
+        "EMAG_SYNC_PROGRESS_INTERVAL": "5",
+        "EMAG_SYNC_MONITOR_INTERVAL": "12",
+        "EMAG_SYNC_STUCK_THRESHOLD_HOURS": "3",
+        "EMAG_SYNC_METRICS_PORT": "9200",
+    }
     s = load(str(cfg), env=env)
     assert s.sync.max_pages == 77
     assert s.sync.timeout_s == 1800
@@ -173,7 +189,9 @@ def test_both_password_kinds_is_an_error(cfg: Path) -> None:
         load(str(cfg), env={})
 
 
-def test_check_config_masks_secrets(cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_config_masks_secrets(
+    cfg: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.delenv("DATABASE_SYNC_URL", raising=False)
     assert cli.main(["--config", str(cfg), "check-config"]) == 0
@@ -181,7 +199,7 @@ def test_check_config_masks_secrets(cfg: Path, capsys: pytest.CaptureFixture[str
     assert "s3cret" not in out and "dbsecret" not in out
     assert 'password = "***"' in out
     assert "postgresql://postgres:***@127.0.0.1:5432/test" in out
-    assert '[accounts.fbe]' in out and "order_type = 2" in out
+    assert "[accounts.fbe]" in out and "order_type = 2" in out
     assert 'listen = "127.0.0.1:9108"' in out
 
 
@@ -202,8 +220,15 @@ def test_example_config_is_valid_and_documents_every_key(tmp_path: Path) -> None
     path.write_text(example.replace("/etc/emag-sync/", ""))
     s = load(str(path), env={})
     assert s.names == ("main", "fbe")
-    for cls in (c.DatabaseSettings, c.SyncSettings, c.ScheduleSettings, c.MonitorSettings, c.LogSettings,
-                c.AccountSettings, c.WebhookSettings):
+    for cls in (
+        c.DatabaseSettings,
+        c.SyncSettings,
+        c.ScheduleSettings,
+        c.MonitorSettings,
+        c.LogSettings,
+        c.AccountSettings,
+        c.WebhookSettings,
+    ):
         for f in fields(cls):
             if f.name in ("host", "port", "name", "password"):
                 continue

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
-from itertools import groupby
+from itertools import groupby, pairwise
 from pathlib import Path
 
 import pytest
@@ -27,16 +27,24 @@ def notify(tmp_path: Path):
 
 
 def _completed(db_url: str, account: str | None = None) -> int:
-    rows = query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE status = 'completed' "
-                         "AND ($1::text IS NULL OR account = $1)", account)
+    rows = query(
+        db_url,
+        "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE status = 'completed' "
+        "AND ($1::text IS NULL OR account = $1)",
+        account,
+    )
     return rows[0]["n"]
 
 
 def test_notify_lifecycle_and_clean_sigterm(db_url: str, tmp_path: Path, notify: NotifySocket) -> None:
     with sandbox_process(tmp_path, "--offers", "2000", "--orders", "200", "--latency-ms", "150") as base_url:
         config = write_config(tmp_path / "c.toml", config_doc(db_url, base_url, schedule=FAST_SCHEDULE))
-        proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"},
-                               log=tmp_path / "daemon.log")
+        proc = start_emag_sync(
+            config,
+            "run",
+            env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"},
+            log=tmp_path / "daemon.log",
+        )
         try:
             notify.wait_for("READY", "1")
             wait_until(lambda: _completed(db_url) >= 2, 40, "two completed runs")
@@ -44,14 +52,21 @@ def test_notify_lifecycle_and_clean_sigterm(db_url: str, tmp_path: Path, notify:
             assert "·" in status and "fbe/" in status
             pings = [at for at, _ in notify.fields("WATCHDOG")]
             assert len(pings) >= 4
-            gaps = [b - a for a, b in zip(pings, pings[1:])]
+            gaps = [b - a for a, b in pairwise(pings)]
             assert max(gaps) < 1.0  # every half WatchdogSec, even while runs page and write
             # an offers run (20 pages at 3 req/s, 150 ms latency) is in flight with at least 6 pages
             # (2 s) still to go, so the 0.5 s drain grace cannot let it finish: stop now
-            wait_until(lambda: query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                                             "AND resource = 'offers' AND pages_done >= 1 "
-                                             "AND pages_total - pages_done >= 6"), 30, "an offers run in flight",
-                       interval_s=0.05)
+            wait_until(
+                lambda: query(
+                    db_url,
+                    "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
+                    "AND resource = 'offers' AND pages_done >= 1 "
+                    "AND pages_total - pages_done >= 6",
+                ),
+                30,
+                "an offers run in flight",
+                interval_s=0.05,
+            )
             began = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 0
@@ -67,8 +82,9 @@ def test_notify_lifecycle_and_clean_sigterm(db_url: str, tmp_path: Path, notify:
     assert kept >= 100
 
 
-def test_database_unreachable_at_start_is_ready_and_waits_without_crashing(tmp_path: Path,
-                                                                          notify: NotifySocket) -> None:
+def test_database_unreachable_at_start_is_ready_and_waits_without_crashing(
+    tmp_path: Path, notify: NotifySocket
+) -> None:
     doc = config_doc("postgresql://postgres@127.0.0.1:1/none", "http://127.0.0.1:9/api-3")
     config = write_config(tmp_path / "c.toml", doc)
     proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"})
@@ -103,14 +119,25 @@ def test_sighup_adds_an_account_without_dropping_a_run(db_url: str, tmp_path: Pa
         proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path)}, log=tmp_path / "d.log")
         try:
             notify.wait_for("READY", "1")
-            (in_flight,) = wait_until(lambda: query(
-                db_url, "SELECT id FROM emag_sync.sync_runs WHERE status = 'running' AND account = 'main' "
-                        "AND resource = 'offers' AND pages_done >= 1"), 30, "main/offers in flight")
+            (in_flight,) = wait_until(
+                lambda: query(
+                    db_url,
+                    "SELECT id FROM emag_sync.sync_runs WHERE status = 'running' AND account = 'main' "
+                    "AND resource = 'offers' AND pages_done >= 1",
+                ),
+                30,
+                "main/offers in flight",
+            )
             write_config(config, config_doc(db_url, base_url, accounts=("main", "fbe"), schedule=FAST_SCHEDULE))
             proc.send_signal(signal.SIGHUP)
             wait_until(lambda: _completed(db_url, "fbe") >= 2, 40, "fbe synced after reload")
-            wait_until(lambda: query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE id = $1 AND status <> 'running'",
-                                     in_flight["id"]), 30, "the in-flight run to end")
+            wait_until(
+                lambda: query(
+                    db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE id = $1 AND status <> 'running'", in_flight["id"]
+                ),
+                30,
+                "the in-flight run to end",
+            )
             (row,) = query(db_url, "SELECT status FROM emag_sync.sync_runs WHERE id = $1", in_flight["id"])
             assert row["status"] == "completed"
             assert proc.poll() is None
@@ -127,29 +154,48 @@ def test_three_daemons_six_accounts_never_overlap(db_url: str, tmp_path: Path) -
         config = write_config(tmp_path / "c.toml", doc)
         procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
         try:
-            wait_until(lambda: len(query(db_url, "SELECT DISTINCT account, resource FROM emag_sync.sync_runs "
-                                                 "WHERE status = 'completed'")) == 12, 90, "every pair completed")
+            wait_until(
+                lambda: (
+                    len(
+                        query(
+                            db_url,
+                            "SELECT DISTINCT account, resource FROM emag_sync.sync_runs WHERE status = 'completed'",
+                        )
+                    )
+                    == 12
+                ),
+                90,
+                "every pair completed",
+            )
             time.sleep(4)  # several more cycles with all three competing
         finally:
             codes = [stop(p) for p in procs]
     assert codes == [0, 0, 0]
-    runs = query(db_url, "SELECT account, resource, status, started_at, finished_at, pid FROM emag_sync.sync_runs "
-                         "ORDER BY account, resource, started_at")
+    runs = query(
+        db_url,
+        "SELECT account, resource, status, started_at, finished_at, pid FROM emag_sync.sync_runs "
+        "ORDER BY account, resource, started_at",
+    )
     assert {r["status"] for r in runs} <= {"completed", "cancelled"}
     assert len({r["pid"] for r in runs}) >= 2  # the work really was shared
     for _, pair_runs in groupby(runs, key=lambda r: (r["account"], r["resource"])):
         pair_runs = list(pair_runs)
-        for before, after in zip(pair_runs, pair_runs[1:]):
+        for before, after in pairwise(pair_runs):
             assert after["started_at"] >= before["finished_at"], (before, after)
 
 
-@pytest.mark.parametrize(("url", "why"), [
-    ("postgresql://postgres@127.0.0.1:5432/emag_sync_no_such_db", "does not exist"),
-    ("postgresql://no_such_role@127.0.0.1:5432/test", "no_such_role"),
-], ids=["unknown-database", "unknown-role"])
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/emag_sync_no_such_db", "does not exist"),
+        ("postgresql://no_such_role@127.0.0.1:5432/test", "no_such_role"),
+    ],
+    ids=["unknown-database", "unknown-role"],
+)
 @pytest.mark.parametrize("command", ["run", "status"])
-def test_a_database_that_refuses_us_is_a_config_error_not_a_wait(tmp_path: Path, notify: NotifySocket,
-                                                                  url: str, why: str, command: str) -> None:
+def test_a_database_that_refuses_us_is_a_config_error_not_a_wait(
+    tmp_path: Path, notify: NotifySocket, url: str, why: str, command: str
+) -> None:
     config = write_config(tmp_path / "c.toml", config_doc(url, "http://127.0.0.1:9/api-3"))
     proc = start_emag_sync(config, command, env={"NOTIFY_SOCKET": str(notify.path)})
     try:

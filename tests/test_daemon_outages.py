@@ -29,26 +29,36 @@ def _running(db_url: str) -> list[dict]:
 
 
 def _closed(db_url: str, ids: set[int]) -> list[dict]:
-    return query(db_url, "SELECT id, status, error FROM emag_sync.sync_runs WHERE id = ANY($1::bigint[]) "
-                         "AND status <> 'running'", list(ids))
+    return query(
+        db_url,
+        "SELECT id, status, error FROM emag_sync.sync_runs WHERE id = ANY($1::bigint[]) AND status <> 'running'",
+        list(ids),
+    )
 
 
-def test_a_database_restart_mid_run_closes_the_interrupted_rows_and_stops_in_time(
-        db_url: str, tmp_path: Path) -> None:
+def test_a_database_restart_mid_run_closes_the_interrupted_rows_and_stops_in_time(db_url: str, tmp_path: Path) -> None:
     notify = NotifySocket(tmp_path / "notify.sock")
-    with PgProxy(db_url) as proxy, sandbox_process(tmp_path, "--offers", "3000", "--orders", "200",
-                                                   "--latency-ms", "100") as base_url:
+    with (
+        PgProxy(db_url) as proxy,
+        sandbox_process(tmp_path, "--offers", "3000", "--orders", "200", "--latency-ms", "100") as base_url,
+    ):
         config = write_config(tmp_path / "c.toml", config_doc(proxy.dsn, base_url, schedule=SCHEDULE))
         proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path)}, log=tmp_path / "d.log")
         try:
-            wait_until(lambda: any(r["resource"] == "offers" and r["pages_done"] >= 1 for r in _running(db_url)),
-                       40, "an offers run in flight")
+            wait_until(
+                lambda: any(r["resource"] == "offers" and r["pages_done"] >= 1 for r in _running(db_url)),
+                40,
+                "an offers run in flight",
+            )
             interrupted = {r["id"] for r in _running(db_url)}
             proxy.cut()  # PostgreSQL goes down: every connection dropped, new ones refused
             time.sleep(3)
             proxy.restore()
-            wait_until(lambda: len(_closed(db_url, interrupted)) == len(interrupted), 20,
-                       "the interrupted rows closed by the daemon itself")
+            wait_until(
+                lambda: len(_closed(db_url, interrupted)) == len(interrupted),
+                20,
+                "the interrupted rows closed by the daemon itself",
+            )
             closed = _closed(db_url, interrupted)
             assert {r["status"] for r in closed} == {"failed"}
             assert all("database" in r["error"] for r in closed), closed
@@ -66,13 +76,18 @@ def test_a_database_restart_mid_run_closes_the_interrupted_rows_and_stops_in_tim
 
 
 def test_a_stop_while_the_database_stops_answering_exits_in_time(db_url: str, tmp_path: Path) -> None:
-    with PgProxy(db_url) as proxy, sandbox_process(tmp_path, "--offers", "3000", "--orders", "200",
-                                                   "--latency-ms", "100") as base_url:
+    with (
+        PgProxy(db_url) as proxy,
+        sandbox_process(tmp_path, "--offers", "3000", "--orders", "200", "--latency-ms", "100") as base_url,
+    ):
         config = write_config(tmp_path / "c.toml", config_doc(proxy.dsn, base_url, schedule=SCHEDULE))
         proc = start_emag_sync(config, "run", log=tmp_path / "d.log")
         try:
-            wait_until(lambda: any(r["resource"] == "offers" and r["pages_done"] >= 1 for r in _running(db_url)),
-                       40, "an offers run in flight")
+            wait_until(
+                lambda: any(r["resource"] == "offers" and r["pages_done"] >= 1 for r in _running(db_url)),
+                40,
+                "an offers run in flight",
+            )
             proxy.freeze()  # a network partition: every statement and every close hangs, no error
             time.sleep(0.5)
             began = time.monotonic()
@@ -92,8 +107,9 @@ def test_three_daemons_sharing_twenty_accounts_all_stop_in_time(db_url: str, tmp
     schedule = {"offers_interval_s": 5.0, "orders_interval_s": 5.0, "jitter_s": 1.0, "shutdown_grace_s": grace_s}
     with sandbox_process(tmp_path, "--offers", "600", "--orders", "60", "--latency-ms", "60", *accounts) as url:
         extra = {n: (f"{n}@sandbox.test", f"pw-{n}", None) for n in names}
-        config = write_config(tmp_path / "c.toml", config_doc(db_url, url, accounts=names, extra_accounts=extra,
-                                                              schedule=schedule))
+        config = write_config(
+            tmp_path / "c.toml", config_doc(db_url, url, accounts=names, extra_accounts=extra, schedule=schedule)
+        )
         procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
         try:
             wait_until(lambda: len(_running(db_url)) >= 20, 60, "twenty runs in flight")
@@ -113,8 +129,10 @@ def test_three_daemons_sharing_twenty_accounts_all_stop_in_time(db_url: str, tmp
 
 
 def test_the_last_resort_of_a_stop_exits_zero_with_a_line(tmp_path: Path) -> None:
-    code = ("import time; from daemon import logs; from daemon.service import _exit_anyway_after; "
-            "logs.configure(); _exit_anyway_after(0.3); time.sleep(30)")
+    code = (
+        "import time; from daemon import logs; from daemon.service import _exit_anyway_after; "
+        "logs.configure(); _exit_anyway_after(0.3); time.sleep(30)"
+    )
     began = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0 and time.monotonic() - began < 10

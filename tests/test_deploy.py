@@ -32,8 +32,9 @@ exit 0
 """
 
 
-def deploy(*args: str, root: Path | None = None, env: dict[str, str] | None = None,
-           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def deploy(
+    *args: str, root: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     cmd = ["bash", str(SCRIPT), *args]
     if root is not None:
         cmd += ["--root", str(root)]
@@ -110,8 +111,10 @@ def venv_dirs(opt: Path) -> list[str]:
 
 # --- static checks --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("script", [SCRIPT, REPO / ".ci" / "run", REPO / "tests" / "live" / "boot.sh"],
-                         ids=["deploy", "ci", "live-boot"])
+
+@pytest.mark.parametrize(
+    "script", [SCRIPT, REPO / ".ci" / "run", REPO / "tests" / "live" / "boot.sh"], ids=["deploy", "ci", "live-boot"]
+)
 def test_shellcheck_clean(script: Path) -> None:
     assert shutil.which("shellcheck"), "shellcheck is not installed: apt-get install shellcheck (.ci/run does)"
     proc = subprocess.run(["shellcheck", "--norc", str(script)], capture_output=True, text=True, timeout=60)
@@ -139,14 +142,28 @@ def test_unknown_option_and_misuse_fail() -> None:
 
 # --- dry runs -------------------------------------------------------------------------------
 
+
 def test_dry_run_first_install_prints_steps_and_creates_nothing(root: Path) -> None:
     proc = deploy("--dry-run", root=root)
     assert proc.returncode == 0, proc.stderr
-    assert_in_order(steps(proc), [
-        "install -d -m 0755", "install -d -m 0750", "install -m 0640", "chmod 0750", "chmod 0640",
-        "-m venv", "pip install", "bin/emag-sync --version", "ln -sfn", "mv -T",
-        "install -m 0644", "emag-sync.service", "emag-sync-monitor.service",
-    ])
+    assert_in_order(
+        steps(proc),
+        [
+            "install -d -m 0755",
+            "install -d -m 0750",
+            "install -m 0640",
+            "chmod 0750",
+            "chmod 0640",
+            "-m venv",
+            "pip install",
+            "bin/emag-sync --version",
+            "ln -sfn",
+            "mv -T",
+            "install -m 0644",
+            "emag-sync.service",
+            "emag-sync-monitor.service",
+        ],
+    )
     assert not any(s.startswith(("useradd", "chown", "systemctl", "runuser")) for s in steps(proc))
     assert "first install" in proc.stdout
     assert not root.exists()
@@ -157,12 +174,22 @@ def test_dry_run_upgrade_prints_steps_and_changes_nothing(root: Path, fake_venv:
     before = snapshot(root)
     proc = deploy("--dry-run", root=root)
     assert proc.returncode == 0, proc.stderr
-    assert_in_order(steps(proc), [
-        "chmod 0600", "-m venv", "pip install", "--version",
-        "install -m 0400", "install -m 0400",      # credentials staged as systemd would stage them
-        "check-config",                           # the NEW venv checks the config before the switch
-        "ln -sfn venv-", "mv -T", "venv.previous", "install -m 0644",
-    ])
+    assert_in_order(
+        steps(proc),
+        [
+            "chmod 0600",
+            "-m venv",
+            "pip install",
+            "--version",
+            "install -m 0400",
+            "install -m 0400",  # credentials staged as systemd would stage them
+            "check-config",  # the NEW venv checks the config before the switch
+            "ln -sfn venv-",
+            "mv -T",
+            "venv.previous",
+            "install -m 0644",
+        ],
+    )
     check = next(s for s in steps(proc) if s.endswith("check-config --secrets"))
     assert "CREDENTIALS_DIRECTORY=" in check and "/opt/emag-sync/venv-" in check
     staged = {s.rsplit("/", 1)[1] for s in steps(proc) if s.startswith("install -m 0400")}
@@ -181,16 +208,27 @@ def test_dry_run_on_the_real_system_prints_the_system_steps() -> None:
         pytest.skip("this host has emag-sync installed; the first-install dry run would differ")
     proc = deploy("--dry-run", env={"PYTHON": "/usr/bin/python3"})
     assert proc.returncode == 0, proc.stderr
-    assert_in_order(steps(proc), [
-        "useradd --system", "install -d -m 0755 /opt/emag-sync", "install -d -m 0750 /etc/emag-sync",
-        "install -m 0640", "chown root:emag-sync /etc/emag-sync", "/usr/bin/python3 -m venv /opt/emag-sync/venv-",
-        "ln -sfn venv-", "mv -T", "/etc/systemd/system/emag-sync.service",
-        "systemctl daemon-reload", "systemctl enable emag-sync.service emag-sync-monitor.service",
-    ])
+    assert_in_order(
+        steps(proc),
+        [
+            "useradd --system",
+            "install -d -m 0755 /opt/emag-sync",
+            "install -d -m 0750 /etc/emag-sync",
+            "install -m 0640",
+            "chown root:emag-sync /etc/emag-sync",
+            "/usr/bin/python3 -m venv /opt/emag-sync/venv-",
+            "ln -sfn venv-",
+            "mv -T",
+            "/etc/systemd/system/emag-sync.service",
+            "systemctl daemon-reload",
+            "systemctl enable emag-sync.service emag-sync-monitor.service",
+        ],
+    )
     assert not Path("/etc/emag-sync").exists() and not Path("/opt/emag-sync").exists()
 
 
 # --- installs under --root --------------------------------------------------------------------
+
 
 def test_first_install_creates_the_tree_with_the_right_modes(root: Path, fake_venv: Path) -> None:
     proc = deploy("--venv-from", str(fake_venv), root=root)
@@ -209,8 +247,7 @@ def test_first_install_creates_the_tree_with_the_right_modes(root: Path, fake_ve
     assert "first install" in proc.stdout and "check-config" not in proc.stdout
 
 
-def test_upgrade_keeps_config_and_secrets_and_the_previous_venv(root: Path, fake_venv: Path,
-                                                                 fake_log: Path) -> None:
+def test_upgrade_keeps_config_and_secrets_and_the_previous_venv(root: Path, fake_venv: Path, fake_log: Path) -> None:
     etc, opt = configured(root, fake_venv)
     first = os.readlink(opt / "venv")
     (etc / "main.password").chmod(0o644)
@@ -228,8 +265,11 @@ def test_upgrade_keeps_config_and_secrets_and_the_previous_venv(root: Path, fake
     log = fake_log.read_text()
     assert f"call: --config {etc}/emag-sync.toml check-config" in log
     assert "cred: main.password=main-secret" in log and "cred: fbe.password=fbe-secret" in log
-    staged = [line.split("CREDENTIALS_DIRECTORY=")[1].split()[0] for line in proc.stdout.splitlines()
-              if "CREDENTIALS_DIRECTORY=" in line]
+    staged = [
+        line.split("CREDENTIALS_DIRECTORY=")[1].split()[0]
+        for line in proc.stdout.splitlines()
+        if "CREDENTIALS_DIRECTORY=" in line
+    ]
     assert staged and not Path(staged[0]).exists()  # the copy of the secrets is gone
 
     third_run = deploy("--venv-from", str(fake_venv), root=root)
@@ -247,8 +287,7 @@ def test_upgrade_stops_before_switching_when_check_config_fails(root: Path, fake
     assert os.readlink(opt / "venv") == current and venv_dirs(opt) == [current]  # the new venv is removed
 
 
-def test_upgrade_refuses_a_missing_credential_unless_a_drop_in_resets_the_list(root: Path,
-                                                                                fake_venv: Path) -> None:
+def test_upgrade_refuses_a_missing_credential_unless_a_drop_in_resets_the_list(root: Path, fake_venv: Path) -> None:
     etc, opt = configured(root, fake_venv)
     (etc / "fbe.password").unlink()
     current = os.readlink(opt / "venv")
@@ -259,7 +298,8 @@ def test_upgrade_refuses_a_missing_credential_unless_a_drop_in_resets_the_list(r
     drop_in = root / "etc/systemd/system/emag-sync.service.d"
     drop_in.mkdir(parents=True)
     (drop_in / "accounts.conf").write_text(
-        "[Service]\nLoadCredential=\nLoadCredential=main.password:/etc/emag-sync/main.password\n")
+        "[Service]\nLoadCredential=\nLoadCredential=main.password:/etc/emag-sync/main.password\n"
+    )
     proc = deploy("--venv-from", str(fake_venv), root=root)
     assert proc.returncode == 0, proc.stderr
     assert (drop_in / "accounts.conf").exists()  # operators' drop-ins survive upgrades
@@ -269,8 +309,12 @@ def test_failed_health_check_rolls_back_to_the_previous_venv(root: Path, fake_ve
     _, opt = configured(root, fake_venv)
     assert deploy("--venv-from", str(fake_venv), root=root).returncode == 0
     good, older = os.readlink(opt / "venv"), os.readlink(opt / "venv.previous")
-    proc = deploy("--venv-from", str(fake_venv), root=root,
-                  env={"EMAG_SYNC_DEPLOY_HEALTH_CMD": "false", "EMAG_SYNC_HEALTH_TIMEOUT_S": "0"})
+    proc = deploy(
+        "--venv-from",
+        str(fake_venv),
+        root=root,
+        env={"EMAG_SYNC_DEPLOY_HEALTH_CMD": "false", "EMAG_SYNC_HEALTH_TIMEOUT_S": "0"},
+    )
     assert proc.returncode != 0 and f"rolled back to {good}" in proc.stderr
     assert os.readlink(opt / "venv") == good and os.readlink(opt / "venv.previous") == older
     assert venv_dirs(opt) == sorted([good, older])  # the unhealthy venv is gone
@@ -316,7 +360,8 @@ def test_real_venv_build_installs_working_console_scripts(root: Path, tmp_path: 
     (etc / "emag-sync.toml").write_text(
         '[database]\nurl = "postgresql://emag_sync@127.0.0.1:5432/erp"\n'
         '[accounts.main]\nbase_url = "https://marketplace-api.emag.ro/api-3"\n'
-        'username = "seller@example.ro"\npassword_file = "/etc/emag-sync/main.password"\n')
+        'username = "seller@example.ro"\npassword_file = "/etc/emag-sync/main.password"\n'
+    )
     (etc / "main.password").write_text("from-the-credential\n")
     (etc / "fbe.password").write_text("unused\n")
     proc = deploy(root=root, env=env, timeout=300)

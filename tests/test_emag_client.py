@@ -12,8 +12,9 @@ import base64
 import json
 import random
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import anyio
@@ -22,10 +23,22 @@ import pytest_asyncio
 import structlog
 from aiohttp import web
 
-from daemon.emag import (AccountLimiter, Count, EmagApiError, EmagAuthError, EmagClient, EmagError,
-                         EmagRetriesExhausted, EmagThrottled, EmagTimeout, EmagTransientError, RateLimiter,
-                         ApiStats, RetryPolicy)
 from daemon.constants import EMAG_WINDOW_S
+from daemon.emag import (
+    AccountLimiter,
+    ApiStats,
+    Count,
+    EmagApiError,
+    EmagAuthError,
+    EmagClient,
+    EmagError,
+    EmagRetriesExhausted,
+    EmagThrottled,
+    EmagTimeout,
+    EmagTransientError,
+    RateLimiter,
+    RetryPolicy,
+)
 
 USER, PASSWORD = "seller@example.com", "s3cr3t-P4ss:word"
 TOKEN = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -104,8 +117,9 @@ class Script:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError
-        return web.Response(status=reply.status, body=reply.body, headers=reply.headers,
-                            content_type="application/json")
+        return web.Response(
+            status=reply.status, body=reply.body, headers=reply.headers, content_type="application/json"
+        )
 
 
 @pytest_asyncio.fixture
@@ -129,17 +143,29 @@ async def test_read_posts_json_with_paging_and_filters_at_the_top(script: Script
     assert PASSWORD not in repr(api) and TOKEN not in repr(api)
 
 
-@pytest.mark.parametrize(("reply", "error", "text"), [
-    (Reply(403, b'{"isError":true,"messages":["You are not allowed to use this API."],"results":[]}'),
-     EmagAuthError, "product_offer/read: HTTP 403 authentication refused: You are not allowed to use this API."),
-    (Reply(200, b'{"isError":true,"messages":["Invalid vendor ip [1.2.3.4]"],"results":[]}'), EmagApiError,
-     "product_offer/read: API error: Invalid vendor ip [1.2.3.4]"),
-    (Reply(200, b'{"isError":true,"message":"Maximum input vars of 4000 exceeded"}'), EmagApiError,
-     "Maximum input vars of 4000 exceeded"),
-    (Reply(400, b"<html>Bad request</html>"), EmagApiError, "HTTP 400"),
-    (Reply(302, b"", {"Location": "https://elsewhere.test/login"}), EmagApiError, "redirect to https://elsewhere"),
-    (ok({"noOfItems": "3"}), EmagApiError, "results is dict"),
-])
+@pytest.mark.parametrize(
+    ("reply", "error", "text"),
+    [
+        (
+            Reply(403, b'{"isError":true,"messages":["You are not allowed to use this API."],"results":[]}'),
+            EmagAuthError,
+            "product_offer/read: HTTP 403 authentication refused: You are not allowed to use this API.",
+        ),
+        (
+            Reply(200, b'{"isError":true,"messages":["Invalid vendor ip [1.2.3.4]"],"results":[]}'),
+            EmagApiError,
+            "product_offer/read: API error: Invalid vendor ip [1.2.3.4]",
+        ),
+        (
+            Reply(200, b'{"isError":true,"message":"Maximum input vars of 4000 exceeded"}'),
+            EmagApiError,
+            "Maximum input vars of 4000 exceeded",
+        ),
+        (Reply(400, b"<html>Bad request</html>"), EmagApiError, "HTTP 400"),
+        (Reply(302, b"", {"Location": "https://elsewhere.test/login"}), EmagApiError, "redirect to https://elsewhere"),
+        (ok({"noOfItems": "3"}), EmagApiError, "results is dict"),
+    ],
+)
 @pytest.mark.asyncio
 async def test_final_errors_are_not_retried(script: Script, reply: Reply, error: type, text: str) -> None:
     script.then(reply)
@@ -152,14 +178,17 @@ async def test_final_errors_are_not_retried(script: Script, reply: Reply, error:
     assert stats.retries == 0 and stats.errors == 1 and stats.last_error == str(caught.value)
 
 
-@pytest.mark.parametrize("failure", [
-    Reply(500, b"<html>500 Internal Server Error</html>"),
-    Reply(502, b"<html>\r\n<head><title>502 Bad Gateway</title></head></html>"),
-    Reply(504, b""),
-    Reply(200, b'{"isError": false, "results": [{"id": 1'),  # truncated JSON
-    Reply(200, b'{"results": []}'),  # no isError
-    Reply(reset=True),  # connection dropped unanswered
-])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Reply(500, b"<html>500 Internal Server Error</html>"),
+        Reply(502, b"<html>\r\n<head><title>502 Bad Gateway</title></head></html>"),
+        Reply(504, b""),
+        Reply(200, b'{"isError": false, "results": [{"id": 1'),  # truncated JSON
+        Reply(200, b'{"results": []}'),  # no isError
+        Reply(reset=True),  # connection dropped unanswered
+    ],
+)
 @pytest.mark.asyncio
 async def test_transient_failures_retry_the_same_page(script: Script, failure: Reply) -> None:
     script.then(failure, failure, ok([{"id": 7}]))
@@ -190,8 +219,11 @@ async def test_giving_up_raises_retries_exhausted_from_the_last_error(script: Sc
 @pytest.mark.asyncio
 async def test_a_429_without_is_error_is_throttled_penalizes_and_retries(script: Script) -> None:
     limits, fake = fake_limits()
-    script.then(Reply(429, THROTTLED, {"X-RateLimit-Limit-3second": "9", "X-RateLimit-Remaining-3second": "0"}),
-                Reply(429, THROTTLED, {"Retry-After": "0.25"}), Reply())
+    script.then(
+        Reply(429, THROTTLED, {"X-RateLimit-Limit-3second": "9", "X-RateLimit-Remaining-3second": "0"}),
+        Reply(429, THROTTLED, {"Retry-After": "0.25"}),
+        Reply(),
+    )
     async with client(script.base, limiter=limits) as api:
         with structlog.testing.capture_logs() as logs:
             assert await api.read("product_offer", 3, 100, {}, stats=(stats := ApiStats())) == []
@@ -226,11 +258,14 @@ async def test_endless_throttling_gives_up_within_its_own_budget(script: Script)
     assert caught.value.__cause__.retry_after_s == 0.0
 
 
-@pytest.mark.parametrize(("results", "expected"), [
-    ({"noOfItems": "797", "noOfPages": "8", "itemsPerPage": "100"}, Count(797, 8, 100)),
-    ({"noOfItems": 797, "noOfPages": 8, "itemsPerPage": 100}, Count(797, 8, 100)),
-    ([], Count(0, 0, 100)),
-])
+@pytest.mark.parametrize(
+    ("results", "expected"),
+    [
+        ({"noOfItems": "797", "noOfPages": "8", "itemsPerPage": "100"}, Count(797, 8, 100)),
+        ({"noOfItems": 797, "noOfPages": 8, "itemsPerPage": 100}, Count(797, 8, 100)),
+        ([], Count(0, 0, 100)),
+    ],
+)
 @pytest.mark.asyncio
 async def test_count(script: Script, results: Any, expected: Count) -> None:
     script.then(ok(results))
@@ -261,18 +296,22 @@ class _Raises:
         return None
 
 
-@pytest.mark.parametrize("exc", [
-    aiohttp.ServerDisconnectedError(),
-    aiohttp.ClientConnectionResetError("Connection reset by peer"),
-    aiohttp.ClientPayloadError("Response payload is not completed"),
-    aiohttp.ClientOSError(104, f"boom Authorization: Basic {TOKEN} {PASSWORD}\nsecond line"),
-    aiohttp.ServerTimeoutError("Timeout on reading data from socket"),
-    ConnectionRefusedError(111, "Connection refused"),
-    asyncio.TimeoutError(),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientConnectionResetError("Connection reset by peer"),
+        aiohttp.ClientPayloadError("Response payload is not completed"),
+        aiohttp.ClientOSError(104, f"boom Authorization: Basic {TOKEN} {PASSWORD}\nsecond line"),
+        aiohttp.ServerTimeoutError("Timeout on reading data from socket"),
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError(),
+    ],
+)
 @pytest.mark.asyncio
 async def test_no_library_exception_escapes_and_none_carries_credentials(
-        monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
+    monkeypatch: pytest.MonkeyPatch, exc: BaseException
+) -> None:
     monkeypatch.setattr(aiohttp.ClientSession, "post", lambda self, *a, **k: _Raises(exc))
     async with client("https://marketplace-api.emag.test/api-3") as api:
         with pytest.raises(EmagRetriesExhausted) as caught:
@@ -291,7 +330,8 @@ async def test_each_retry_is_logged_without_payload_or_credentials(script: Scrip
         with structlog.testing.capture_logs() as logs:
             await api.read("order", 4, 100, {"modifiedAfter": "2025-02-03 04:05:06"})
     assert [(e["event"], e["log_level"], e["path"], e["attempt"], e["page"]) for e in logs] == [
-        ("emag.retry", "warning", "order/read", 1, 4)]
+        ("emag.retry", "warning", "order/read", 1, 4)
+    ]
     assert logs[0]["error"] == "order/read: HTTP 503" and 0 <= logs[0]["delay_s"] <= FAST.max_delay_s
     text = json.dumps(logs)
     assert "2025-02-03" not in text and not any(secret in text for secret in SECRETS)
@@ -305,6 +345,7 @@ async def test_calls_outside_the_context_are_refused() -> None:
 
 
 # --- a real socket that hangs ------------------------------------------------------
+
 
 class serve:
     """`async with serve(handler) as base_url:` a tiny aiohttp server on 127.0.0.1, port 0."""
@@ -370,8 +411,12 @@ async def test_a_trickling_server_is_cut_by_the_overall_deadline() -> None:
         return response
 
     async with serve(handler) as base:
-        async with client(base, connect_timeout_s=0.1, read_timeout_s=0.2,
-                          retry=RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001)) as api:
+        async with client(
+            base,
+            connect_timeout_s=0.1,
+            read_timeout_s=0.2,
+            retry=RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001),
+        ) as api:
             began = anyio.current_time()
             with pytest.raises(EmagRetriesExhausted) as caught:
                 await api.read("order", 1, 100, {})

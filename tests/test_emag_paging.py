@@ -75,11 +75,20 @@ class Probe:
 def scenarios(draw: st.DrawFn) -> tuple[Server, dict]:
     per_page = draw(st.sampled_from([1, 3, 10, 150]))  # 150: short pages prove nothing
     lengths = draw(st.lists(st.one_of(st.just(per_page), st.integers(0, per_page)), max_size=25))
-    server = Server(per_page, tuple(lengths), endless=draw(st.booleans()),
-                    repeat_at=draw(st.none() | st.integers(2, 30)), fail_at=draw(st.none() | st.integers(1, 40)),
-                    delays=tuple(draw(st.lists(st.integers(0, 3), max_size=7))))
-    kwargs = dict(pages_total=draw(st.none() | st.integers(0, 40)), max_pages=draw(st.integers(1, 40)),
-                  start_page=draw(st.integers(1, 6)), prefetch=draw(st.integers(1, 6)))
+    server = Server(
+        per_page,
+        tuple(lengths),
+        endless=draw(st.booleans()),
+        repeat_at=draw(st.none() | st.integers(2, 30)),
+        fail_at=draw(st.none() | st.integers(1, 40)),
+        delays=tuple(draw(st.lists(st.integers(0, 3), max_size=7))),
+    )
+    kwargs = dict(
+        pages_total=draw(st.none() | st.integers(0, 40)),
+        max_pages=draw(st.integers(1, 40)),
+        start_page=draw(st.integers(1, 6)),
+        prefetch=draw(st.integers(1, 6)),
+    )
     return server, kwargs
 
 

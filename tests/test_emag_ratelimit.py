@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import anyio
 import pytest
 
@@ -30,13 +32,16 @@ def limiter(per_second: float = 3, per_minute: float = 180, margin: float = 0.0)
     return RateLimiter(per_second, per_minute, margin=margin, clock=fake.clock, sleep=fake.sleep), fake
 
 
-@pytest.mark.parametrize(("per_second", "per_minute", "margin", "interval_s"), [
-    (3, 180, 0.0, 1 / 3),
-    (3, 180, 0.02, 1.02 / 3),
-    (12, 720, 0.0, 1 / 12),
-    (12, 600, 0.0, 0.1),  # the per-minute budget is the tighter one
-    (3, 90, 0.0, 2 / 3),
-])
+@pytest.mark.parametrize(
+    ("per_second", "per_minute", "margin", "interval_s"),
+    [
+        (3, 180, 0.0, 1 / 3),
+        (3, 180, 0.02, 1.02 / 3),
+        (12, 720, 0.0, 1 / 12),
+        (12, 600, 0.0, 0.1),  # the per-minute budget is the tighter one
+        (3, 90, 0.0, 2 / 3),
+    ],
+)
 def test_interval(per_second: float, per_minute: float, margin: float, interval_s: float) -> None:
     assert RateLimiter(per_second, per_minute, margin=margin).interval_s == pytest.approx(interval_s)
 
@@ -107,7 +112,7 @@ def test_a_429_resets_the_recovery_run() -> None:
         rl.on_success()
     rl.penalize(0.0)
     rl.on_success()
-    assert rl.interval_s == pytest.approx(SLOWDOWN_FACTOR ** 2 / 3)
+    assert rl.interval_s == pytest.approx(SLOWDOWN_FACTOR**2 / 3)
 
 
 @pytest.mark.asyncio
@@ -161,15 +166,23 @@ async def test_concurrent_acquires_never_bunch() -> None:
     async with anyio.create_task_group() as tg:
         for _ in range(12):
             tg.start_soon(one)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in pairwise(stamps)]
     assert len(stamps) == 12 and min(gaps) >= rl.interval_s - 0.002
 
 
-@pytest.mark.parametrize(("path", "group"), [
-    ("order/read", "orders"), ("order/count", "orders"), ("order/acknowledge/123", "orders"), ("/order/read", "orders"),
-    ("product_offer/read", "other"), ("product_offer/count", "other"), ("awb/save", "other"),
-    ("orders_something/read", "other"),
-])
+@pytest.mark.parametrize(
+    ("path", "group"),
+    [
+        ("order/read", "orders"),
+        ("order/count", "orders"),
+        ("order/acknowledge/123", "orders"),
+        ("/order/read", "orders"),
+        ("product_offer/read", "other"),
+        ("product_offer/count", "other"),
+        ("awb/save", "other"),
+        ("orders_something/read", "other"),
+    ],
+)
 def test_account_limiter_routes(path: str, group: str) -> None:
     limits = AccountLimiter()
     assert limits.for_path(path) is getattr(limits, group)

@@ -24,8 +24,9 @@ FAST_RESTART = "/etc/systemd/system/emag-sync.service.d/live-restart.conf"
 def journal_since(host: LiveHost, unit: str, since: float, *args: str) -> list[str]:
     """The unit's messages since `since` (time.time(): the box shares the host's clock). Not
     --after-cursor: with -p, journalctl 252 skips stdout entries that follow a cursor."""
-    return host.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, f"--since=@{since:.6f}", *args
-                    ).stdout.splitlines()
+    return host.run(
+        "journalctl", "--no-pager", "-o", "cat", "-u", unit, f"--since=@{since:.6f}", *args
+    ).stdout.splitlines()
 
 
 def edit_config(host: LiveHost, old: str, new: str) -> str:
@@ -49,7 +50,13 @@ def test_reload_applies_a_good_config_and_refuses_a_broken_one(live_host: LiveHo
         good = host.run("cat", CONFIG).stdout
         began = time.monotonic()
         assert host.box.run("systemctl", "reload", unit).returncode == 0
-        wait_until(lambda: any(line.startswith(applied) for line in journal_since(host, unit, mark)), 10, applied)
+        wait_until(
+            lambda unit=unit, mark=mark, applied=applied: any(
+                line.startswith(applied) for line in journal_since(host, unit, mark)
+            ),
+            10,
+            applied,
+        )
         reload_s = time.monotonic() - began
         # a broken file: the reload fails visibly, nothing is sent, the running configuration stays
         restore_config(host, good + "\n[sync\n")
@@ -57,13 +64,20 @@ def test_reload_applies_a_good_config_and_refuses_a_broken_one(live_host: LiveHo
         refused = host.box.run("systemctl", "reload", unit)
         restore_config(host, good)
         assert refused.returncode != 0, refused.stdout
-        errors = wait_until(lambda: [line for line in journal_since(host, unit, mark, "-p", "err")
-                                     if "TOML syntax error" in line], 10, "the error in journalctl -p err")
+        errors = wait_until(
+            lambda unit=unit, mark=mark: [
+                line for line in journal_since(host, unit, mark, "-p", "err") if "TOML syntax error" in line
+            ],
+            10,
+            "the error in journalctl -p err",
+        )
         assert len(errors) == 1, errors
         assert not [line for line in journal_since(host, unit, mark) if line.startswith(applied)]
         assert is_active(host, unit)
-        print(f"\nlive: systemctl reload {unit}: applied in {reload_s:.1f} s; a broken file: reload exit "
-              f"{refused.returncode}, one err entry, still active")
+        print(
+            f"\nlive: systemctl reload {unit}: applied in {reload_s:.1f} s; a broken file: reload exit "
+            f"{refused.returncode}, one err entry, still active"
+        )
     assert host.prop(DAEMON, "MainPID") == pid  # reloads never restart the daemon
 
 
@@ -77,14 +91,14 @@ def test_seven_restarts_in_a_row_leave_the_daemon_running(live_host: LiveHost) -
     took = time.monotonic() - began
     props = host.show(DAEMON, "ActiveState", "Result")
     assert props == {"ActiveState": "active", "Result": "success"}, props
-    print(f"\nlive: 7 x systemctl restart emag-sync in {took:.1f} s: still active (StartLimitBurst=5 counts "
-          "crashes only)")
+    print(
+        f"\nlive: 7 x systemctl restart emag-sync in {took:.1f} s: still active (StartLimitBurst=5 counts crashes only)"
+    )
 
 
 def test_a_crash_loop_still_stops(live_host: LiveHost) -> None:
     host = live_host
-    host.run("sh", "-c", 'mkdir -p "${1%/*}" && printf "%s\\n" "[Service]" RestartSec=1s >"$1"', "sh",
-             FAST_RESTART)
+    host.run("sh", "-c", 'mkdir -p "${1%/*}" && printf "%s\\n" "[Service]" RestartSec=1s >"$1"', "sh", FAST_RESTART)
     host.run("systemctl", "daemon-reload")
     host.run("systemctl", "restart", DAEMON)
     last_pid, kills, mark = "0", 0, time.time()
@@ -114,8 +128,10 @@ def test_a_crash_loop_still_stops(live_host: LiveHost) -> None:
         host.run("systemctl", "reset-failed", DAEMON)
         host.run("systemctl", "start", DAEMON)
     assert props["ActiveState"] == "failed" and kills == 5 and refused, (kills, props)  # StartLimitBurst=5
-    print(f"\nlive: kill -9 x {kills}: systemd gave up after {props['NRestarts']} restarts in {took:.1f} s "
-          f"({refused[0]!r})")
+    print(
+        f"\nlive: kill -9 x {kills}: systemd gave up after {props['NRestarts']} restarts in {took:.1f} s "
+        f"({refused[0]!r})"
+    )
 
 
 def test_a_failed_run_is_one_err_entry(live_host: LiveHost) -> None:
@@ -123,16 +139,30 @@ def test_a_failed_run_is_one_err_entry(live_host: LiveHost) -> None:
     ensure_active(host)
     control = host.base_url.rsplit("/api-3", 1)[0] + "/_sandbox/accounts/fbe/faults"
     mark = time.time()
-    request = urllib.request.Request(control, method="POST", data=json.dumps(
-        [{"kind": "auth", "resource": "orders", "times": 1}]).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        control,
+        method="POST",
+        data=json.dumps([{"kind": "auth", "resource": "orders", "times": 1}]).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     urllib.request.urlopen(request, timeout=5).close()
-    (failed,) = wait_until(lambda: query(host.db_url, "SELECT id, error FROM emag_sync.sync_runs WHERE account = 'fbe' "
-                                         "AND resource = 'orders' AND status = 'failed'"), 30, "the failed run")
+    (failed,) = wait_until(
+        lambda: query(
+            host.db_url,
+            "SELECT id, error FROM emag_sync.sync_runs WHERE account = 'fbe' "
+            "AND resource = 'orders' AND status = 'failed'",
+        ),
+        30,
+        "the failed run",
+    )
     errors = wait_until(lambda: journal_since(host, DAEMON, mark, "-p", "err"), 10, "an err entry")
     assert len(errors) == 1 and errors[0].startswith("sync.run_ended ") and f"run_id={failed['id']}" in errors[0]
     assert "authentication refused" in errors[0]
-    wait_until(lambda: any(line.startswith("sync.run_finished ") for line in journal_since(host, DAEMON, mark)),
-               30, "the other runs to go on")
+    wait_until(
+        lambda: any(line.startswith("sync.run_finished ") for line in journal_since(host, DAEMON, mark)),
+        30,
+        "the other runs to go on",
+    )
     print(f"\nlive: an injected 403 on fbe/orders: one journalctl -p err entry: {errors[0][:110]}...")
 
 
@@ -141,8 +171,13 @@ def test_the_readme_commands_by_bare_name(live_host: LiveHost, user: str) -> Non
     host = live_host
     if user == "alice":  # an operator: a member of the service's group
         host.run("useradd", "--create-home", "--groups", "emag-sync", user)
-    commands = ["emag-sync status", "emag-sync history --limit 5", "emag-sync check-config",
-                "emag-sync-monitor once", "systemctl status emag-sync emag-sync-monitor --no-pager --lines=0"]
+    commands = [
+        "emag-sync status",
+        "emag-sync history --limit 5",
+        "emag-sync check-config",
+        "emag-sync-monitor once",
+        "systemctl status emag-sync emag-sync-monitor --no-pager --lines=0",
+    ]
     for command in commands:
         proc = host.box.run("runuser", "-u", user, "--", "sh", "-c", f"cd / && {command}")
         assert proc.returncode == 0, f"{user}: {command}: {proc.stdout}{proc.stderr}"
@@ -168,8 +203,10 @@ def test_a_database_that_is_down_holds_nothing(live_host: LiveHost) -> None:
         restore_config(host, good)
     host.run("systemctl", "restart", DAEMON, MONITOR)
     wait_until(lambda: healthz(host.health_url) == 200, 30, "the monitor healthy again")
-    print(f"\nlive: database down: both units active in {start_s:.1f} s, STATUS=waiting for database, "
-          "/healthz 503, emag_sync_up 0")
+    print(
+        f"\nlive: database down: both units active in {start_s:.1f} s, STATUS=waiting for database, "
+        "/healthz 503, emag_sync_up 0"
+    )
 
 
 def test_installed_monitoring_files_are_valid_as_installed(live_host: LiveHost) -> None:
@@ -203,5 +240,7 @@ def test_rollback_reinstall_uninstall_purge(live_host: LiveHost, live_wheelhouse
         assert host.box.run("test", "-e", path).returncode != 0, path
     assert host.box.run("id", "emag-sync").returncode != 0
     assert query(host.db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs")[0]["n"] > 0  # the data stays
-    print(f"\nlive: --rollback {rollback_s:.1f} s; --uninstall kept the config; re-install to healthy "
-          f"{reinstall_s:.1f} s; --uninstall --purge removed config, venvs, commands and user, kept the database")
+    print(
+        f"\nlive: --rollback {rollback_s:.1f} s; --uninstall kept the config; re-install to healthy "
+        f"{reinstall_s:.1f} s; --uninstall --purge removed config, venvs, commands and user, kept the database"
+    )

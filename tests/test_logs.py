@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -42,13 +43,16 @@ def test_values_with_spaces_are_quoted_and_multiline_stays_one_line(capture: io.
     assert 'error="two words\\nsecond line"' in line
 
 
-@pytest.mark.parametrize("secret_text", [
-    "postgresql://app:hunter2@db:5432/erp",
-    "Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
-    "{'Authorization': 'Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=='}",
-    "host=db password=hunter2 dbname=erp",
-    '{"password": "hunter2"}',
-])
+@pytest.mark.parametrize(
+    "secret_text",
+    [
+        "postgresql://app:hunter2@db:5432/erp",
+        "Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+        "{'Authorization': 'Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=='}",
+        "host=db password=hunter2 dbname=erp",
+        '{"password": "hunter2"}',
+    ],
+)
 def test_secret_shapes_are_redacted(capture: io.StringIO, secret_text: str) -> None:
     logs.configure("kv", "info", stream=capture)
     structlog.get_logger().error("db.failed", error=secret_text)
@@ -140,19 +144,22 @@ def test_library_logs_go_through_the_same_renderer_one_entry_each(monkeypatch: p
 
 def test_an_uncaught_exception_is_one_critical_entry(tmp_path) -> None:
     journal = tmp_path / "journal"
-    code = ("import os, sys; from daemon import logs; f = open(sys.argv[1], 'w'); st = os.fstat(f.fileno()); "
-            "os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'; logs.configure('kv', 'info', stream=f); "
-            "raise RuntimeError('boom')")
-    proc = subprocess.run([sys.executable, "-c", code, str(journal)], cwd=REPO, capture_output=True, text=True,
-                          timeout=30)
+    code = (
+        "import os, sys; from daemon import logs; f = open(sys.argv[1], 'w'); st = os.fstat(f.fileno()); "
+        "os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'; logs.configure('kv', 'info', stream=f); "
+        "raise RuntimeError('boom')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(journal)], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 1 and proc.stderr == ""  # nothing bypasses the logger
     (line,) = journal.read_text().splitlines()
     assert line.startswith("<2>process.crashed exception=") and "RuntimeError: boom" in line
 
 
 def test_a_datetime_is_quoted_once(capture: io.StringIO) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     logs.configure("kv", "info", stream=capture)
-    structlog.get_logger().info("sync.resuming", scan_started_at=datetime(2026, 11, 30, 10, 27, 41, tzinfo=timezone.utc))
+    structlog.get_logger().info("sync.resuming", scan_started_at=datetime(2026, 11, 30, 10, 27, 41, tzinfo=UTC))
     assert capture.getvalue().rstrip().endswith('sync.resuming scan_started_at="2026-11-30 10:27:41+00:00"')

@@ -11,7 +11,6 @@ from daemon.store import SchemaMismatch, Store, migrate
 from daemon.store.queries import latest_version, load_migrations
 
 
-
 async def _tables(url: str, schema: str) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
@@ -25,7 +24,9 @@ async def test_migrate_creates_everything_then_is_a_noop(empty_db_url: str) -> N
     settings = DatabaseSettings(url=empty_db_url)
     assert await migrate(settings) == list(range(1, latest_version() + 1))
     assert await migrate(settings) == []
-    assert {"sync_runs", "offers", "orders", "sync_state", "schema_migrations"} <= await _tables(empty_db_url, "emag_sync")
+    assert {"sync_runs", "offers", "orders", "sync_state", "schema_migrations"} <= await _tables(
+        empty_db_url, "emag_sync"
+    )
 
 
 async def test_two_concurrent_migrates_apply_once(empty_db_url: str) -> None:
@@ -69,8 +70,10 @@ def test_cli_migrate_and_schema_exit_code(empty_db_url: str, tmp_path, capsys) -
     from daemon import cli
 
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'[database]\nurl = "{empty_db_url}"\n[accounts.main]\nbase_url = "http://127.0.0.1:1/api-3"\n'
-                   'username = "u"\npassword = "p"\n')
+    cfg.write_text(
+        f'[database]\nurl = "{empty_db_url}"\n[accounts.main]\nbase_url = "http://127.0.0.1:1/api-3"\n'
+        'username = "u"\npassword = "p"\n'
+    )
     assert cli.main(["--config", str(cfg), "history"]) == 79
     assert "emag-sync migrate" in capsys.readouterr().err
     assert cli.main(["--config", str(cfg), "migrate"]) == 0

@@ -10,18 +10,18 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import anyio
 import asyncpg
 import pytest
-
-from daemon import __version__
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon import __version__
 from daemon.notify import Notifier
 from daemon.store import Store, lock_key
 from monitor import cli as monitor_cli
@@ -37,17 +37,19 @@ from tests.test_recovery import SCHEMA, insert_run, settings_for
 async def seed(conn: asyncpg.Connection) -> dict[str, int]:
     """History of main/offers, main/orders, fbe/offers; a live stale run; a dead run; table rows."""
     ids = {
-        "ok_old": await insert_run(conn, status="completed", started_ago_s=3600, duration_s=40, items=500,
-                                   api=(10, 1, 0)),
-        "ok_last": await insert_run(conn, status="completed", started_ago_s=600, duration_s=42.5, items=700,
-                                    api=(12, 2, 1)),
+        "ok_old": await insert_run(
+            conn, status="completed", started_ago_s=3600, duration_s=40, items=500, api=(10, 1, 0)
+        ),
+        "ok_last": await insert_run(
+            conn, status="completed", started_ago_s=600, duration_s=42.5, items=700, api=(12, 2, 1)
+        ),
         "failed": await insert_run(conn, status="failed", started_ago_s=300, items=5, api=(3, 3, 2)),
         "timeout": await insert_run(conn, "main", "orders", status="timeout", started_ago_s=200, api=(4, 0, 0)),
-        "orders_ok": await insert_run(conn, "main", "orders", status="completed", started_ago_s=100,
-                                      duration_s=2, items=9, api=(2, 0, 0)),
+        "orders_ok": await insert_run(
+            conn, "main", "orders", status="completed", started_ago_s=100, duration_s=2, items=9, api=(2, 0, 0)
+        ),
         "fbe_cancelled": await insert_run(conn, "fbe", "offers", status="cancelled", started_ago_s=50),
-        "alive": await insert_run(conn, "main", "offers", heartbeat_ago_s=200, started_ago_s=250,
-                                  api=(7, 0, 5)),
+        "alive": await insert_run(conn, "main", "offers", heartbeat_ago_s=200, started_ago_s=250, api=(7, 0, 5)),
         "dead": await insert_run(conn, "fbe", "orders", heartbeat_ago_s=400, started_ago_s=500),
     }
     await conn.execute(f"""INSERT INTO {SCHEMA}.offers (account, id, raw, content_hash, missing_since)
@@ -65,9 +67,8 @@ async def monitor_http(ctx: MonitorContext) -> AsyncIterator[str]:
 
 
 async def get(url: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        async with session.get(url) as response:
-            return response.status, response.headers.get("Content-Type", ""), await response.text()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as response:
+        return response.status, response.headers.get("Content-Type", ""), await response.text()
 
 
 def families(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -89,27 +90,29 @@ def pair(account: str, resource: str, **extra: str) -> tuple[tuple[str, str], ..
     return tuple(sorted({"account": account, "resource": resource, **extra}.items()))
 
 
-
-
-
-
 async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
     settings = settings_for(db_url)
     conn = await asyncpg.connect(db_url)
     holder = await asyncpg.connect(db_url)
     try:
         ids = await seed(conn)
-        await conn.execute(f"UPDATE {SCHEMA}.sync_runs SET api_latency_p50_s = 0.2, api_latency_p95_s = 0.9, "
-                           "api_latency_max_s = 2.5 WHERE id = $1", ids["ok_last"])
-        await conn.execute(f"UPDATE {SCHEMA}.sync_run_totals SET api_wait_s = 12.5 WHERE account = 'main' "
-                           "AND resource = 'offers' AND status = 'completed'")
+        await conn.execute(
+            f"UPDATE {SCHEMA}.sync_runs SET api_latency_p50_s = 0.2, api_latency_p95_s = 0.9, "
+            "api_latency_max_s = 2.5 WHERE id = $1",
+            ids["ok_last"],
+        )
+        await conn.execute(
+            f"UPDATE {SCHEMA}.sync_run_totals SET api_wait_s = 12.5 WHERE account = 'main' "
+            "AND resource = 'offers' AND status = 'completed'"
+        )
         await conn.execute(f"UPDATE {SCHEMA}.sync_runs SET api_wait_s = 1.5 WHERE id = $1", ids["alive"])
         await holder.execute("SELECT pg_advisory_lock($1)", lock_key(SCHEMA, "main", "offers"))
         state = MonitorState()
         report = await run_pass(store, settings, state, "emag-sync-monitor test:1")
         assert [f["id"] for f in report.failed] == [ids["dead"]]
-        last_ok = await conn.fetchval(f"SELECT extract(epoch FROM finished_at)::float8 FROM {SCHEMA}.sync_runs "
-                                      "WHERE id = $1", ids["ok_last"])
+        last_ok = await conn.fetchval(
+            f"SELECT extract(epoch FROM finished_at)::float8 FROM {SCHEMA}.sync_runs WHERE id = $1", ids["ok_last"]
+        )
         async with monitor_http(MonitorContext(settings, state, store)) as base:
             status, content_type, text = await get(base + "/metrics")
     finally:
@@ -134,8 +137,10 @@ async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
     assert m["emag_sync_items_seen_total"][pair("main", "offers")] == 500 + 700 + 5
     assert m["emag_sync_items_written_total"][pair("main", "orders")] == 9
     # API counters per account: ended runs plus the live one
-    assert m["emag_sync_api_requests_total"] == {(("account", "main"),): 10 + 12 + 3 + 4 + 2 + 7,
-                                                 (("account", "fbe"),): 0}
+    assert m["emag_sync_api_requests_total"] == {
+        (("account", "main"),): 10 + 12 + 3 + 4 + 2 + 7,
+        (("account", "fbe"),): 0,
+    }
     assert m["emag_sync_api_retries_total"][(("account", "main"),)] == 6
     assert m["emag_sync_api_throttled_total"][(("account", "main"),)] == 1 + 2 + 5
     assert m["emag_sync_api_wait_seconds_total"] == {(("account", "main"),): 12.5 + 1.5, (("account", "fbe"),): 0}
@@ -143,7 +148,10 @@ async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
     latency = m["emag_sync_api_latency_seconds"]
     assert t["emag_sync_api_latency_seconds"] == "gauge"
     assert {q: latency[pair("main", "offers", quantile=q)] for q in ("0.5", "0.95", "1")} == {
-        "0.5": 0.2, "0.95": 0.9, "1": 2.5}
+        "0.5": 0.2,
+        "0.95": 0.9,
+        "1": 2.5,
+    }
     assert pair("main", "orders", quantile="0.5") not in latency  # its run recorded none (older release)
     (build,) = m["emag_sync_build_info"]
     assert dict(build)["version"] == __version__ and m["emag_sync_build_info"][build] == 1
@@ -219,8 +227,9 @@ async def test_healthz_ok_and_its_503_reasons(db_url: str, store: Store) -> None
         assert doc["reasons"][0].startswith("database unreachable")
 
 
-async def test_service_waits_for_the_database_then_serves_and_stops(db_url: str, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_service_waits_for_the_database_then_serves_and_stops(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sock = NotifySocket(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock.path))
     try:
@@ -231,6 +240,7 @@ async def test_service_waits_for_the_database_then_serves_and_stops(db_url: str,
 
             async def run() -> None:
                 result.append(await service.serve())
+
             tg.start_soon(run)
             with anyio.fail_after(10):
                 await service.serving.wait()
@@ -249,8 +259,9 @@ async def test_service_waits_for_the_database_then_serves_and_stops(db_url: str,
         sock.close()
 
 
-async def test_service_fails_dead_runs_on_its_own_and_reports_status(db_url: str, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_service_fails_dead_runs_on_its_own_and_reports_status(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conn = await asyncpg.connect(db_url)
     sock = NotifySocket(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock.path))
@@ -298,6 +309,7 @@ def test_once_command(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
             return await insert_run(c, "main", "orders", heartbeat_ago_s=600)
         finally:
             await c.close()
+
     dead = asyncio.run(setup())
     config = write_monitor_config(tmp_path / "c.toml", db_url)
     assert monitor_cli.main(["--config", str(config), "once"]) == 0
@@ -308,8 +320,20 @@ def test_once_command(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_once_needs_no_account_secrets(db_url: str, tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text(toml_text({"database": {"url": db_url}, "accounts": {"main": {
-        "base_url": "http://127.0.0.1:9", "username": "u", "password_file": str(tmp_path / "absent")}}}))
+    config.write_text(
+        toml_text(
+            {
+                "database": {"url": db_url},
+                "accounts": {
+                    "main": {
+                        "base_url": "http://127.0.0.1:9",
+                        "username": "u",
+                        "password_file": str(tmp_path / "absent"),
+                    }
+                },
+            }
+        )
+    )
     assert monitor_cli.main(["--config", str(config), "once"]) == 0
 
 
@@ -340,6 +364,7 @@ def test_run_command_stops_cleanly_on_sigterm(db_url: str, tmp_path: Path) -> No
 
     def terminate_when_healthy() -> None:
         import urllib.request
+
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import anyio
@@ -41,17 +42,24 @@ def test_ready_status_stopping(notify_socket: NotifySocket, monkeypatch: pytest.
     n.close()
     time.sleep(0.1)
     messages = [m for _, m in notify_socket.drain()]
-    assert messages == ["READY=1\nSTATUS=starting up", "STATUS=main/offers page 1/3", "STATUS=main/offers page 2/3",
-                        "STOPPING=1\nSTATUS=bye"]
+    assert messages == [
+        "READY=1\nSTATUS=starting up",
+        "STATUS=main/offers page 1/3",
+        "STATUS=main/offers page 2/3",
+        "STOPPING=1\nSTATUS=bye",
+    ]
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    ({}, None),
-    ({"WATCHDOG_USEC": "0"}, None),
-    ({"WATCHDOG_USEC": "60000000"}, 30.0),
-    ({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "12345"}, None),  # meant for another process
-    ({"WATCHDOG_USEC": "garbage"}, None),
-])
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"WATCHDOG_USEC": "0"}, None),
+        ({"WATCHDOG_USEC": "60000000"}, 30.0),
+        ({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "12345"}, None),  # meant for another process
+        ({"WATCHDOG_USEC": "garbage"}, None),
+    ],
+)
 def test_watchdog_interval_is_half_and_honours_pid(env: dict, expected: float | None) -> None:
     assert watchdog_interval_s(env, pid=999) == expected
 
@@ -91,7 +99,7 @@ async def test_blocked_event_loop_sends_no_pings(notify_socket: NotifySocket, mo
         pings = [at for at, _ in notify_socket.fields("WATCHDOG")]
         tg.cancel_scope.cancel()
     n.close()
-    gaps = [b - a for a, b in zip(pings, pings[1:])]
+    gaps = [b - a for a, b in pairwise(pings)]
     assert max(gaps) >= 0.75  # systemd (WatchdogSec=0.2s) would have restarted us
 
 

@@ -55,8 +55,9 @@ async def test_promtool_check_metrics_accepts_the_exposition(db_url: str) -> Non
 
 @needs_promtool
 def test_promtool_alert_rule_tests_pass() -> None:
-    result = subprocess.run([PROMTOOL, "test", "rules", str(CONFIG / "alerts_test.yml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(CONFIG / "alerts_test.yml")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -91,15 +92,25 @@ async def test_grafana_dashboard_is_valid_and_its_history_sql_runs(db_url: str) 
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     exprs = " ".join(t.get("expr", "") for p in panels for t in p["targets"])
-    for name in ("emag_sync_last_success_timestamp_seconds", "emag_sync_runs_total", "emag_sync_duration_seconds",
-                 "emag_sync_last_success_items_seen", "emag_sync_api_throttled_total",
-                 "emag_sync_recovered_syncs_total", "emag_sync_api_latency_seconds",
-                 "emag_sync_api_wait_seconds_total", "emag_sync_build_info"):
+    for name in (
+        "emag_sync_last_success_timestamp_seconds",
+        "emag_sync_runs_total",
+        "emag_sync_duration_seconds",
+        "emag_sync_last_success_items_seen",
+        "emag_sync_api_throttled_total",
+        "emag_sync_recovered_syncs_total",
+        "emag_sync_api_latency_seconds",
+        "emag_sync_api_wait_seconds_total",
+        "emag_sync_build_info",
+    ):
         assert name in exprs, name
     sql = [t["rawSql"] for p in panels for t in p["targets"] if "rawSql" in t]
     assert len(sql) == 1 and "emag_sync.sync_runs" in sql[0]
-    query = (sql[0].replace("$__timeFilter(started_at)", "started_at > now() - interval '1 day'")
-             .replace("${account:regex}", "main|fbe"))
+    query = (
+        sql[0]
+        .replace("$__timeFilter(started_at)", "started_at > now() - interval '1 day'")
+        .replace("${account:regex}", "main|fbe")
+    )
     conn = await asyncpg.connect(db_url)
     try:
         await insert_run(conn, status="failed", started_ago_s=60)
@@ -134,8 +145,9 @@ async def test_real_prometheus_scrapes_the_last_success(db_url: str, tmp_path: P
     server: subprocess.Popen | None = None
     try:
         run_id = await insert_run(conn, "fbe", "orders", status="completed", started_ago_s=90, duration_s=12)
-        finished = await conn.fetchval(f"SELECT extract(epoch FROM finished_at)::float8 FROM {SCHEMA}.sync_runs "
-                                       "WHERE id = $1", run_id)
+        finished = await conn.fetchval(
+            f"SELECT extract(epoch FROM finished_at)::float8 FROM {SCHEMA}.sync_runs WHERE id = $1", run_id
+        )
         state = MonitorState()
         await run_pass(store, settings, state, "emag-sync-monitor test:1")
         async with monitor_http(MonitorContext(settings, state, store)) as base:
@@ -146,25 +158,35 @@ async def test_real_prometheus_scrapes_the_last_success(db_url: str, tmp_path: P
                 "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
                 f"rule_files:\n  - {CONFIG / 'alerts.yml'}\n"
                 "scrape_configs:\n  - job_name: emag-sync-monitor\n    scrape_interval: 1s\n"
-                f"    static_configs:\n      - targets: ['{target}']\n")
+                f"    static_configs:\n      - targets: ['{target}']\n"
+            )
             with (tmp_path / "prometheus.log").open("w") as log:  # the child keeps its own descriptor
-                server = subprocess.Popen([PROMETHEUS, f"--config.file={config}",
-                                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                           f"--web.listen-address=127.0.0.1:{port}"],
-                                          stdout=log, stderr=subprocess.STDOUT)
+                server = subprocess.Popen(
+                    [
+                        PROMETHEUS,
+                        f"--config.file={config}",
+                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                        f"--web.listen-address=127.0.0.1:{port}",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             prom = f"http://127.0.0.1:{port}"
             result: list[dict] = []
             deadline = time.monotonic() + 45
             while time.monotonic() < deadline and server.poll() is None:
                 try:
                     result = await anyio.to_thread.run_sync(
-                        prom_query, prom, 'emag_sync_last_success_timestamp_seconds{account="fbe",resource="orders"}')
+                        prom_query, prom, 'emag_sync_last_success_timestamp_seconds{account="fbe",resource="orders"}'
+                    )
                 except OSError:
                     result = []
                 if result:
                     break
                 await anyio.sleep(0.5)
-            assert result, f"no sample within 45 s; prometheus log:\n{(tmp_path / 'prometheus.log').read_text()[-2000:]}"
+            assert result, (
+                f"no sample within 45 s; prometheus log:\n{(tmp_path / 'prometheus.log').read_text()[-2000:]}"
+            )
             assert result[0]["metric"]["job"] == "emag-sync-monitor"
             assert float(result[0]["value"][1]) == pytest.approx(finished, abs=0.001)
             up = await anyio.to_thread.run_sync(prom_query, prom, 'up{job="emag-sync-monitor"}')

@@ -48,20 +48,32 @@ def test_a_restarted_daemon_goes_on_from_its_previous_lifes_budget(db_url: str, 
     """systemctl restart: the old process is stopped mid-scan and the new one starts at once."""
     schedule = {"offers_interval_s": 30.0, "orders_interval_s": 30.0, "jitter_s": 0.1, "shutdown_grace_s": 0.2}
     with sandbox_process(tmp_path, "--offers", "3000", "--orders", "20", "--latency-ms", "20") as base_url:
-        config = write_config(tmp_path / "c.toml", config_doc(db_url, base_url, accounts=("main",),
-                                                              schedule=schedule))
+        config = write_config(tmp_path / "c.toml", config_doc(db_url, base_url, accounts=("main",), schedule=schedule))
         for life in range(3):
             proc = start_emag_sync(config, "run", log=tmp_path / f"d{life}.log")
             try:
-                wait_until(lambda: query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                                                 "AND resource = 'offers' AND pages_done >= 3"), 30,
-                           "an offers scan in full swing")
+                wait_until(
+                    lambda: query(
+                        db_url,
+                        "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
+                        "AND resource = 'offers' AND pages_done >= 3",
+                    ),
+                    30,
+                    "an offers scan in full swing",
+                )
             finally:
                 assert stop(proc, signal.SIGTERM) == 0
         proc = start_emag_sync(config, "run", log=tmp_path / "d3.log")
         try:
-            wait_until(lambda: query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                                             "AND resource = 'offers' AND pages_done >= 3"), 30, "the last life")
+            wait_until(
+                lambda: query(
+                    db_url,
+                    "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
+                    "AND resource = 'offers' AND pages_done >= 3",
+                ),
+                30,
+                "the last life",
+            )
         finally:
             assert stop(proc) == 0
         count = throttled(base_url, "main")
@@ -76,24 +88,39 @@ def test_three_daemons_sharing_twenty_logins_get_no_429(db_url: str, tmp_path: P
     schedule = {"offers_interval_s": 5.0, "orders_interval_s": 5.0, "jitter_s": 1.0, "shutdown_grace_s": 1.0}
     with sandbox_process(tmp_path, "--offers", "400", "--orders", "120", "--latency-ms", "60", *accounts) as url:
         extra = {n: (f"{n}@sandbox.test", f"pw-{n}", None) for n in names}
-        config = write_config(tmp_path / "c.toml", config_doc(db_url, url, accounts=names, extra_accounts=extra,
-                                                              schedule=schedule))
+        config = write_config(
+            tmp_path / "c.toml", config_doc(db_url, url, accounts=names, extra_accounts=extra, schedule=schedule)
+        )
         procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
         try:
             began = time.monotonic()
             # every pair has run at least three times, handed from process to process
-            wait_until(lambda: query(db_url, "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
-                                             "WHERE status = 'completed' GROUP BY account, resource) c "
-                                             "HAVING count(*) = 40")[0:1] and
-                       query(db_url, "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
-                                     "WHERE status = 'completed' GROUP BY account, resource) c")[0]["n"] >= 3,
-                       120, "three completed runs of every pair")
+            wait_until(
+                lambda: (
+                    query(
+                        db_url,
+                        "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
+                        "WHERE status = 'completed' GROUP BY account, resource) c "
+                        "HAVING count(*) = 40",
+                    )[0:1]
+                    and query(
+                        db_url,
+                        "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
+                        "WHERE status = 'completed' GROUP BY account, resource) c",
+                    )[0]["n"]
+                    >= 3
+                ),
+                120,
+                "three completed runs of every pair",
+            )
             took = time.monotonic() - began
         finally:
             codes = [stop(proc) for proc in procs]
         counts = {name: throttled(url, name) for name in names}
     runs = query(db_url, "SELECT count(*) AS n, count(DISTINCT pid) AS pids FROM emag_sync.sync_runs")[0]
-    print(f"3 daemons x 20 logins for {took:.0f} s: {runs['n']} runs from {runs['pids']} processes, "
-          f"429s {sum(counts.values())}")
+    print(
+        f"3 daemons x 20 logins for {took:.0f} s: {runs['n']} runs from {runs['pids']} processes, "
+        f"429s {sum(counts.values())}"
+    )
     assert codes == [0, 0, 0] and runs["pids"] == 3
     assert sum(counts.values()) == 0, counts

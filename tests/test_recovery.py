@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 import asyncpg
@@ -14,8 +15,8 @@ import pytest
 
 from daemon import cli as daemon_cli
 from daemon.config import Settings, parse
-from daemon.store import Store, lock_key
 from daemon.report import status_text
+from daemon.store import Store, lock_key
 from daemon.store.recovery import fail_if_stuck, recover_stuck, recovery_pass, running_runs, trim_history
 from tests.harness import toml_text
 
@@ -26,31 +27,54 @@ BY = f"emag-sync-monitor {socket.gethostname()}:4242"
 def settings_for(db_url: str, **monitor: Any) -> Settings:
     doc: dict[str, Any] = {
         "database": {"url": db_url},
-        "accounts": {name: {"base_url": "http://127.0.0.1:9", "username": f"{name}@x.test", "password": "pw-secret"}
-                     for name in ("main", "fbe")},
+        "accounts": {
+            name: {"base_url": "http://127.0.0.1:9", "username": f"{name}@x.test", "password": "pw-secret"}
+            for name in ("main", "fbe")
+        },
         "sync": {"heartbeat_interval_s": 1.0},
         "monitor": {"stuck_threshold_s": 60.0, "interval_s": 0.2, "listen": "127.0.0.1:0", **monitor},
     }
     return parse(doc, env={})
 
 
-async def insert_run(conn: asyncpg.Connection, account: str = "main", resource: str = "offers", *,
-                     status: str = "running", started_ago_s: float = 300, heartbeat_ago_s: float = 120,
-                     duration_s: float = 30, items: int = 0, api: tuple[int, int, int] = (0, 0, 0),
-                     register: bool = True) -> int:
+async def insert_run(
+    conn: asyncpg.Connection,
+    account: str = "main",
+    resource: str = "offers",
+    *,
+    status: str = "running",
+    started_ago_s: float = 300,
+    heartbeat_ago_s: float = 120,
+    duration_s: float = 30,
+    items: int = 0,
+    api: tuple[int, int, int] = (0, 0, 0),
+    register: bool = True,
+) -> int:
     """A sync_runs row as the daemon would leave it (running: as if its process died)."""
     finished = None if status == "running" else float(max(0.0, started_ago_s - duration_s))
     run_id = await conn.fetchval(
         f"""INSERT INTO {SCHEMA}.sync_runs (account, resource, mode, trigger, status, started_at, heartbeat_at,
                 finished_at, items_seen, items_written, api_requests, api_retries, api_throttled, host, pid, lock_key)
             VALUES ($1, $2, 'full', 'test', $3, now() - make_interval(secs => $4),
-                    now() - make_interval(secs => $5), now() - make_interval(secs => $6::float8), $7, $7, $8, $9, $10, 'h', 1, $11)
+                    now() - make_interval(secs => $5), now() - make_interval(secs => $6::float8), $7, $7,
+                    $8, $9, $10, 'h', 1, $11)
             RETURNING id""",
-        account, resource, status, float(started_ago_s), float(heartbeat_ago_s), finished, items, *api,
-        lock_key(SCHEMA, account, resource))
+        account,
+        resource,
+        status,
+        float(started_ago_s),
+        float(heartbeat_ago_s),
+        finished,
+        items,
+        *api,
+        lock_key(SCHEMA, account, resource),
+    )
     if register:
-        await conn.execute(f"INSERT INTO {SCHEMA}.sync_state (account, resource) VALUES ($1, $2) "
-                           "ON CONFLICT DO NOTHING", account, resource)
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.sync_state (account, resource) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            account,
+            resource,
+        )
     return run_id
 
 
@@ -66,10 +90,6 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
-
-
-
-
 
 
 async def test_dead_run_is_failed_within_one_pass_after_the_threshold(conn, store) -> None:
@@ -135,8 +155,10 @@ async def test_two_monitors_at_once_fail_each_run_exactly_once(db_settings, conn
     stores = [await Store.open(db_settings, max_size=3) for _ in range(2)]
     results: list[list[dict[str, Any]]] = [[], []]
     try:
+
         async def monitor(n: int) -> None:
             results[n] = await recover_stuck(stores[n], stale_after_s=60, max_age_s=3600, by=f"monitor-{n} h:{n}")
+
         async with anyio.create_task_group() as tg:
             for n in range(2):
                 tg.start_soon(monitor, n)
@@ -160,17 +182,23 @@ async def test_run_completed_between_detection_and_update_is_not_overwritten(db_
         tx = finisher.transaction()
         await tx.start()
         # the daemon's finish_run, not yet committed: the row is locked, still 'running' to others
-        await finisher.execute(f"UPDATE {SCHEMA}.sync_runs SET status = 'completed', finished_at = now(), "
-                               "heartbeat_at = now() WHERE id = $1 AND status = 'running'", run_id)
+        await finisher.execute(
+            f"UPDATE {SCHEMA}.sync_runs SET status = 'completed', finished_at = now(), "
+            "heartbeat_at = now() WHERE id = $1 AND status = 'running'",
+            run_id,
+        )
         async with anyio.create_task_group() as tg:
             result: list[list[dict[str, Any]]] = []
 
             async def recover() -> None:
                 result.append(await recover_stuck(store, stale_after_s=60, max_age_s=3600, by=BY))
+
             tg.start_soon(recover)
             with anyio.fail_after(10):  # the monitor detected the run and now waits on the row lock
-                while not await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
-                                              "'Lock' AND query LIKE '-- Compare-and-set%'"):
+                while not await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                    "'Lock' AND query LIKE '-- Compare-and-set%'"
+                ):
                     await anyio.sleep(0.02)
             await tx.commit()
         assert result == [[]]
@@ -185,8 +213,9 @@ async def test_the_compare_and_set_rechecks_everything(conn, store) -> None:
     assert await fail_if_stuck(store, done, stale_after_s=60, max_age_s=600, by=BY) is None
     fresh = await insert_run(conn, "fbe", heartbeat_ago_s=1)
     assert await fail_if_stuck(store, fresh, stale_after_s=60, max_age_s=3600, by=BY) is None
-    await conn.execute(f"UPDATE {SCHEMA}.sync_runs SET heartbeat_at = now() - interval '2 minutes' WHERE id = $1",
-                       fresh)
+    await conn.execute(
+        f"UPDATE {SCHEMA}.sync_runs SET heartbeat_at = now() - interval '2 minutes' WHERE id = $1", fresh
+    )
     assert (await fail_if_stuck(store, fresh, stale_after_s=60, max_age_s=3600, by=BY))["id"] == fresh
     assert await fail_if_stuck(store, fresh, stale_after_s=60, max_age_s=3600, by=BY) is None  # once
     assert (await status_of(conn, done))["status"] == "completed"
@@ -194,8 +223,10 @@ async def test_the_compare_and_set_rechecks_everything(conn, store) -> None:
 
 async def test_retention_trims_only_old_closed_runs_in_batches(conn, store) -> None:
     day = 86400
-    old_closed = [await insert_run(conn, status=s, started_ago_s=100 * day) for s in
-                  ("failed", "timeout", "cancelled", "completed", "completed", "failed", "completed")]
+    old_closed = [
+        await insert_run(conn, status=s, started_ago_s=100 * day)
+        for s in ("failed", "timeout", "cancelled", "completed", "completed", "failed", "completed")
+    ]
     last_success = await insert_run(conn, "fbe", status="completed", started_ago_s=95 * day)  # fbe's only success
     old_running = await insert_run(conn, status="running", started_ago_s=100 * day)
     recent = [await insert_run(conn, status="completed", started_ago_s=s) for s in (60, 89 * day)]
@@ -224,10 +255,13 @@ def test_emag_sync_recover_command(db_url: str, tmp_path: Path, capsys: pytest.C
             return await insert_run(c, heartbeat_ago_s=300), await insert_run(c, "fbe", heartbeat_ago_s=5)
         finally:
             await c.close()
+
     dead, fresh = asyncio.run(setup())
     config = tmp_path / "emag-sync.toml"
-    doc = {"database": {"url": db_url}, "accounts": {"main": {"base_url": "http://127.0.0.1:9",
-                                                              "username": "u", "password": "pw-secret"}}}
+    doc = {
+        "database": {"url": db_url},
+        "accounts": {"main": {"base_url": "http://127.0.0.1:9", "username": "u", "password": "pw-secret"}},
+    }
     config.write_text(toml_text(doc))
     assert daemon_cli.main(["--config", str(config), "recover", "--older-than", "60"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -240,6 +274,7 @@ def test_emag_sync_recover_command(db_url: str, tmp_path: Path, capsys: pytest.C
             return {r["id"]: r["status"] for r in await c.fetch(f"SELECT id, status FROM {SCHEMA}.sync_runs")}
         finally:
             await c.close()
+
     assert asyncio.run(statuses()) == {dead: "failed", fresh: "running"}
 
 
@@ -253,8 +288,9 @@ async def test_status_and_the_monitor_read_one_answer_to_is_its_lock_held(db_url
         runs = {r.id: r for r in await running_runs(store, stale_after_s=60, max_age_s=3600)}
         assert (runs[dead].lock_held, runs[live].lock_held) == (False, True)
         status = status_text(list(runs.values()), [])
-        assert "gone: dead, the monitor fails it" in next(line for line in status.splitlines()
-                                                          if line.startswith(f"{dead} "))
+        assert "gone: dead, the monitor fails it" in next(
+            line for line in status.splitlines() if line.startswith(f"{dead} ")
+        )
         report = await recovery_pass(store, stale_after_s=60, max_age_s=3600, by=BY)
         assert [f["id"] for f in report.failed] == [dead]  # the monitor agrees, and acts
     finally:

@@ -25,9 +25,14 @@ def test_the_reload_check_is_quiet_when_good_and_one_line_78_when_broken(tmp_pat
     config = write_config(tmp_path / "c.toml", config_doc(db_url, "http://127.0.0.1:9/api-3"))
 
     def check() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "check-config",
-                               "--secrets", "--quiet"], cwd=REPO, env=_clean_env(), capture_output=True, text=True,
-                              timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "--config", str(config), "check-config", "--secrets", "--quiet"],
+            cwd=REPO,
+            env=_clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     good = check()
     assert (good.returncode, good.stdout, good.stderr) == (0, "", "")
@@ -44,8 +49,13 @@ def test_the_monitor_rereads_its_configuration_on_sighup(tmp_path: Path, db_url:
     config = write_config(tmp_path / "c.toml", doc)
     log = tmp_path / "monitor.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "--config", str(config), "run"], cwd=REPO,
-                                env=_clean_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor.cli", "--config", str(config), "run"],
+            cwd=REPO,
+            env=_clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until(lambda: "monitor.database_connected" in log.read_text(), 20, "the monitor connected")
         doc["monitor"]["interval_s"] = 2.0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import anyio
@@ -14,7 +15,7 @@ import pytest
 
 from sandbox import Market, Sandbox
 
-BASE = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)
+BASE = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 FORBIDDEN = {"isError": True, "messages": ["You are not allowed to use this API."], "results": []}
 CREDENTIALS = {"main": ("main@sandbox.test", "sandbox-main"), "fbe": ("fbe@sandbox.test", "sandbox-fbe")}
 
@@ -47,9 +48,7 @@ async def sb() -> AsyncIterator[Sandbox]:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("route", ["product_offer/read", "product_offer/count", "order/read", "order/count"])
-async def test_wrong_or_missing_credentials_get_403(
-    sb: Sandbox, session: aiohttp.ClientSession, route: str
-) -> None:
+async def test_wrong_or_missing_credentials_get_403(sb: Sandbox, session: aiohttp.ClientSession, route: str) -> None:
     assert await call(session, sb, route, headers=auth("main", "wrong")) == (403, FORBIDDEN)
     assert await call(session, sb, route, headers={"X-No": "auth"}) == (403, FORBIDDEN)
     assert await call(session, sb, route, headers={"Authorization": "Basic !!!"}) == (403, FORBIDDEN)
@@ -205,9 +204,7 @@ async def test_real_time_rate_limits(session: aiohttp.ClientSession) -> None:
     assert stats["routes"] == {"product_offer/read": 3, "order/read": 12}
 
 
-async def _raw(
-    session: aiohttp.ClientSession, sb: Sandbox, route: str, account: str = "main"
-) -> tuple[int, str, Any]:
+async def _raw(session: aiohttp.ClientSession, sb: Sandbox, route: str, account: str = "main") -> tuple[int, str, Any]:
     async with session.post(f"{sb.base_url}/{route}", json={}, headers=auth(account)) as resp:
         return resp.status, await resp.text(), resp.headers
 

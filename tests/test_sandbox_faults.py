@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 import pytest
 
 from sandbox import Market, Sandbox
 
-BASE = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)
+BASE = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 AUTH = {"Authorization": aiohttp.encode_basic_auth("main@sandbox.test", "sandbox-main")}
 FBE_AUTH = {"Authorization": aiohttp.encode_basic_auth("fbe@sandbox.test", "sandbox-fbe")}
 

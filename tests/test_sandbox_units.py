@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from sandbox.market import Market
 from sandbox.query import BadRequest, offer_query, order_query, parse_params
 from sandbox.ratelimit import LIMITS, ORDERS, OTHER, Limit, RateLimiter, route_group
 
-BASE = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)
+BASE = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 MONEY = re.compile(r"^\d+\.\d{4}$")
 LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 
@@ -245,8 +245,15 @@ def test_kind_specific_matching() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    [{"kind": "explode"}, {"kind": "status", "status": 200}, {"kind": "hang", "colour": 1}, {"resource": "offers"},
-     {"kind": "status", "resource": "awb"}, {"kind": "status", "body": "xml"}, {"kind": "cap_items", "limit": 0}],
+    [
+        {"kind": "explode"},
+        {"kind": "status", "status": 200},
+        {"kind": "hang", "colour": 1},
+        {"resource": "offers"},
+        {"kind": "status", "resource": "awb"},
+        {"kind": "status", "body": "xml"},
+        {"kind": "cap_items", "limit": 0},
+    ],
 )
 def test_bad_fault_specs(spec: dict[str, object]) -> None:
     with pytest.raises(FaultSpecError):

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -35,9 +35,23 @@ def as_nobody(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
     """`emag-sync ARGS` as an unprivileged user, from this checkout."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "DB_", "CREDENTIALS"))}
     clean["HOME"] = "/nonexistent"  # as systemd gives the service user (no home)
-    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-                           sys.executable, "-m", "daemon.cli", *args], cwd=REPO, env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            *args,
+        ],
+        cwd=REPO,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _config(etc: Path, db_url: str) -> Path:
@@ -51,8 +65,11 @@ def _config(etc: Path, db_url: str) -> Path:
     return config
 
 
-@pytest.mark.parametrize("command", [["check-config"], ["status"], ["history"], ["migrate"],
-                                     ["recover", "--older-than", "60"]], ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    "command",
+    [["check-config"], ["status"], ["history"], ["migrate"], ["recover", "--older-than", "60"]],
+    ids=lambda c: c[0],
+)
 def test_commands_that_do_not_call_emag_need_no_emag_password(etc: Path, db_url: str, command: list[str]) -> None:
     proc = as_nobody("--config", str(_config(etc, db_url)), *command)
     assert proc.returncode == 0, proc.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from daemon.records import OfferRow, OrderRow
-from daemon.store import Closed, LockBusy, Progress, Store, StoreUnavailable, lock_key
+from daemon.store import Closed, LockBusy, Progress, Store, lock_key
 from daemon.store.lease import CLOSE_ATTEMPT_S
 
 
@@ -30,8 +30,9 @@ async def _open(lease, mode: str, trigger: str) -> tuple[int, datetime]:
 
 
 def offer(i: int, price: str = "10.0000", **extra) -> OfferRow:
-    return OfferRow.from_api({"id": i, "part_number": f"SKU-{i}", "sale_price": price, "general_stock": 3,
-                              "name": f"Offer {i}", **extra})
+    return OfferRow.from_api(
+        {"id": i, "part_number": f"SKU-{i}", "sale_price": price, "general_stock": 3, "name": f"Offer {i}", **extra}
+    )
 
 
 async def test_lease_is_single_flight_across_connections_and_processes(store: Store, db_settings) -> None:
@@ -45,7 +46,10 @@ async def test_lease_is_single_flight_across_connections_and_processes(store: St
         # another process (a plain connection) sees the lock too
         other = await asyncpg.connect(db_settings.url)
         try:
-            assert await other.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("emag_sync", "main", "offers")) is False
+            assert (
+                await other.fetchval("SELECT pg_try_advisory_lock($1)", lock_key("emag_sync", "main", "offers"))
+                is False
+            )
         finally:
             await other.close()
     async with store.lease("main", "offers"):
@@ -69,7 +73,8 @@ async def test_run_row_is_committed_at_open_and_closed_once(store: Store, db_set
 
 
 async def test_a_run_closes_on_its_own_session_even_if_a_cancel_left_it_in_a_transaction(
-        store: Store, db_settings) -> None:
+    store: Store, db_settings
+) -> None:
     async with store.lease("main", "offers") as lease:
         run_id, _ = await _open(lease, "full", "manual")
         # what an interrupted page transaction leaves: the session idle in a transaction
@@ -96,13 +101,16 @@ async def test_unchanged_offers_are_not_rewritten_nor_locked(store: Store, db_se
         assert await lease.commit_offers(rows, Progress(pages_done=1), {"kind": "offers"}) == (5, 0)
         conn = await asyncpg.connect(db_settings.url)
         try:
-            query = "SELECT id, xmin::text::bigint AS xmin, xmax::text::bigint AS xmax, change_seq FROM emag_sync.offers"
+            query = (
+                "SELECT id, xmin::text::bigint AS xmin, xmax::text::bigint AS xmax, change_seq FROM emag_sync.offers"
+            )
             before = {r["id"]: dict(r) for r in await conn.fetch(query)}
             changed = [offer(1, "11.5000")] + rows[1:]
             assert await lease.commit_offers(changed, Progress(pages_done=2), {"kind": "offers"}) == (0, 1)
             after = {r["id"]: dict(r) for r in await conn.fetch(query)}
             assert after[1]["xmin"] != before[1]["xmin"] and after[1]["change_seq"] > max(
-                b["change_seq"] for b in before.values())
+                b["change_seq"] for b in before.values()
+            )
             # the same tuple, not even row-locked: no new version, no WAL, no change number
             assert all(after[i] == before[i] and after[i]["xmax"] == 0 for i in range(2, 6))
             price = await conn.fetchval("SELECT sale_price::text FROM emag_sync.offers WHERE id = 1")
@@ -142,7 +150,7 @@ async def test_orders_keyed_by_account_and_bigint_id(store: Store, db_settings) 
             run_id, _ = await _open(lease, "incremental", "manual")
             assert await lease.commit_orders([row], Progress(), {"kind": "orders"}) == (1, 0)
             assert await lease.commit_orders([row], Progress(), {"kind": "orders"}) == (0, 0)
-            await lease.complete(watermark=datetime(2026, 11, 1, tzinfo=timezone.utc))
+            await lease.complete(watermark=datetime(2026, 11, 1, tzinfo=UTC))
     conn = await asyncpg.connect(db_settings.url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM emag_sync.orders WHERE id = $1", big) == 2
@@ -150,7 +158,7 @@ async def test_orders_keyed_by_account_and_bigint_id(store: Store, db_settings) 
         await conn.close()
     async with store.lease("main", "orders") as lease:
         state = await lease.state()
-    assert state.watermark == datetime(2026, 11, 1, tzinfo=timezone.utc) and state.checkpoint is None
+    assert state.watermark == datetime(2026, 11, 1, tzinfo=UTC) and state.checkpoint is None
 
 
 async def test_lease_slots_bound_concurrent_leases(db_settings) -> None:
@@ -174,7 +182,8 @@ async def test_lease_slots_bound_concurrent_leases(db_settings) -> None:
 
 
 async def test_a_run_closes_even_when_a_cancel_left_its_session_busy_and_holding_the_row(
-        store: Store, db_settings) -> None:
+    store: Store, db_settings
+) -> None:
     blocker = await asyncpg.connect(db_settings.url)
     try:
         async with store.lease("main", "offers") as lease:

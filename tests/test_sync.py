@@ -31,8 +31,11 @@ async def test_full_then_incremental_fidelity_two_accounts(db_url: str, market: 
         settings = make_settings(db_url, sb.base_url)
         results = await sync(settings)
         assert [(r.account, r.resource, r.status) for r in results] == [
-            ("fbe", "offers", "completed"), ("fbe", "orders", "completed"),
-            ("main", "offers", "completed"), ("main", "orders", "completed")]
+            ("fbe", "offers", "completed"),
+            ("fbe", "orders", "completed"),
+            ("main", "offers", "completed"),
+            ("main", "orders", "completed"),
+        ]
         for account in ("main", "fbe"):
             await assert_fidelity(db_url, market, account)
 
@@ -65,8 +68,13 @@ async def test_full_then_incremental_fidelity_two_accounts(db_url: str, market: 
 
 TRANSIENT = [
     pytest.param([Fault("status", resource="offers", page=2, times=3, status=503)], id="5xx-burst"),
-    pytest.param([Fault("status", resource="orders", page=1, times=2, status=502),
-                  Fault("status", resource="offers", page=3, times=2, status=504)], id="502-504"),
+    pytest.param(
+        [
+            Fault("status", resource="orders", page=1, times=2, status=502),
+            Fault("status", resource="offers", page=3, times=2, status=504),
+        ],
+        id="502-504",
+    ),
     pytest.param([Fault("reset", resource="offers", page=2, times=2)], id="connection-reset"),
     pytest.param([Fault("hang", resource="offers", page=3, times=1, seconds=3600)], id="one-hang"),
     pytest.param([Fault("malformed", resource="orders", page=1, times=1)], id="malformed-json"),
@@ -86,28 +94,37 @@ async def test_transient_faults_lose_nothing(db_url: str, market: Market, faults
 
 
 FATAL = [
-    pytest.param(Fault("is_error", resource="offers", page=2, times=0, message="Invalid vendor ip [1.2.3.4]"),
-                 "failed", "Invalid vendor ip", id="is-error"),
+    pytest.param(
+        Fault("is_error", resource="offers", page=2, times=0, message="Invalid vendor ip [1.2.3.4]"),
+        "failed",
+        "Invalid vendor ip",
+        id="is-error",
+    ),
     pytest.param(Fault("auth", resource="offers", times=0), "failed", "not allowed", id="auth-403"),
     pytest.param(Fault("repeat_page", resource="offers", page=3, times=0), "failed", "repeats", id="repeat-page"),
     pytest.param(Fault("endless", resource="offers", times=0), "failed", "count said", id="endless-pages"),
-    pytest.param(Fault("lying_count", resource="offers", pages=1, items=50, times=0), "failed", "count said",
-                 id="count-too-low"),
+    pytest.param(
+        Fault("lying_count", resource="offers", pages=1, items=50, times=0), "failed", "count said", id="count-too-low"
+    ),
     pytest.param(Fault("cap_items", resource="offers", limit=10, times=0), "failed", "capped", id="capped-page-size"),
-    pytest.param(Fault("status", resource="offers", page=2, times=0, status=500), "failed", "500",
-                 id="5xx-forever"),
+    pytest.param(Fault("status", resource="offers", page=2, times=0, status=500), "failed", "500", id="5xx-forever"),
 ]
 
 
 @pytest.mark.parametrize(("fault", "status", "reason"), FATAL)
-async def test_fatal_faults_end_by_themselves_with_a_reason(db_url: str, market: Market, fault: Fault,
-                                                            status: str, reason: str) -> None:
+async def test_fatal_faults_end_by_themselves_with_a_reason(
+    db_url: str, market: Market, fault: Fault, status: str, reason: str
+) -> None:
     if fault.kind == "endless":  # a catalog of whole pages: the page after the last would be empty
         market = Market.with_default_accounts(offers=400, orders=10, seed=7)
     market.account("main").faults.add([fault])
     async with Sandbox(market, rate_mode="off") as sb:
-        settings = with_sync(make_settings(db_url, sb.base_url, accounts=("main",)),
-                             retry_attempts=3, retry_max_total_s=3.0, timeout_s=60.0)
+        settings = with_sync(
+            make_settings(db_url, sb.base_url, accounts=("main",)),
+            retry_attempts=3,
+            retry_max_total_s=3.0,
+            timeout_s=60.0,
+        )
         (result,) = await sync(settings, resources=("offers",))
     assert result.status == status
     assert reason in (result.error or "")
@@ -176,8 +193,9 @@ async def test_heartbeat_advances_while_waiting_on_the_api(db_url: str, market: 
     market.account("main").faults.add([Fault("hang", resource="offers", page=1, times=1, seconds=2.5)])
     beats: list = []
     async with Sandbox(market, rate_mode="off") as sb:
-        settings = with_sync(make_settings(db_url, sb.base_url, accounts=("main",)), heartbeat_interval_s=0.2,
-                             read_timeout_s=10.0)
+        settings = with_sync(
+            make_settings(db_url, sb.base_url, accounts=("main",)), heartbeat_interval_s=0.2, read_timeout_s=10.0
+        )
 
         async def watch() -> None:
             conn = await asyncpg.connect(db_url)
@@ -200,8 +218,9 @@ async def test_heartbeat_advances_while_waiting_on_the_api(db_url: str, market: 
 async def test_each_run_records_the_api_latency_and_the_rate_limiter_wait(db_url: str, market: Market) -> None:
     # eMAG answering in 80 ms, its limits on: the latency is eMAG's, the rest of the time our limiter's
     async with Sandbox(market, rate_mode="sliding", latency_s=0.08) as sb:
-        (result,) = await sync(make_settings(db_url, sb.base_url, accounts=("main",)), resources=("offers",),
-                               limits=True)
+        (result,) = await sync(
+            make_settings(db_url, sb.base_url, accounts=("main",)), resources=("offers",), limits=True
+        )
     progress = result.progress
     assert result.status == "completed" and progress.api_requests == 6  # count + 5 pages
     assert 0.08 <= progress.api_latency_p50_s <= progress.api_latency_p95_s <= progress.api_latency_max_s < 1.0
@@ -209,4 +228,8 @@ async def test_each_run_records_the_api_latency_and_the_rate_limiter_wait(db_url
     assert progress.api_wait_s >= 1.3
     (row,) = await _runs(db_url)
     assert (row["api_latency_p50_s"], row["api_latency_p95_s"], row["api_latency_max_s"], row["api_wait_s"]) == (
-        progress.api_latency_p50_s, progress.api_latency_p95_s, progress.api_latency_max_s, progress.api_wait_s)
+        progress.api_latency_p50_s,
+        progress.api_latency_p95_s,
+        progress.api_latency_max_s,
+        progress.api_wait_s,
+    )

@@ -11,9 +11,9 @@ import pytest
 
 from daemon.config import Settings
 from daemon.store import Store
-from daemon.sync.run import RunRequest
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_pair
+from daemon.sync.run import RunRequest
 from sandbox import Fault, Market, Sandbox
 from tests.harness import assert_fidelity, make_settings, sync, with_sync
 
@@ -73,8 +73,9 @@ async def test_an_account_dropped_by_a_reload_fails_its_pair_not_the_daemon(db_u
     assert "accounts.main: no such account" in result.error
 
 
-async def test_a_bug_in_a_run_is_a_failed_result_not_a_crash(db_url: str, market: Market,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_bug_in_a_run_is_a_failed_result_not_a_crash(
+    db_url: str, market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(self, *args, **kwargs):
         raise KeyError("surprise")
 

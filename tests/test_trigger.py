@@ -1,4 +1,4 @@
-""""Sync now" from the ERP: one SQL call grantable on its own, or `emag-sync trigger`; the
+""" "Sync now" from the ERP: one SQL call grantable on its own, or `emag-sync trigger`; the
 resident daemon hears it at once and starts the idle pair within a second; presses
 coalesce (10 in a second make at most 2 runs); with no daemon the request waits."""
 
@@ -25,16 +25,24 @@ LONG = {"offers_interval_s": 3600.0, "orders_interval_s": 3600.0, "jitter_s": 0.
 
 def emag_sync(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE", "NOTIFY_SOCKET"))}
-    return subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "--config", str(config), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 async def test_request_sync_is_one_call_grantable_on_its_own(db_url: str) -> None:
     owner = await asyncpg.connect(db_url)
     role = f"erp_{uuid.uuid4().hex[:8]}"
     try:
-        await owner.execute("INSERT INTO emag_sync.sync_state (account, resource) VALUES ('main', 'offers'), "
-                            "('main', 'orders'), ('fbe', 'orders')")
+        await owner.execute(
+            "INSERT INTO emag_sync.sync_state (account, resource) VALUES ('main', 'offers'), "
+            "('main', 'orders'), ('fbe', 'orders')"
+        )
         await owner.execute(f'CREATE ROLE "{role}" LOGIN')
         erp_url = db_url.replace("postgres@", f"{role}@", 1)
         erp = await asyncpg.connect(erp_url)
@@ -60,10 +68,15 @@ async def test_request_sync_is_one_call_grantable_on_its_own(db_url: str) -> Non
                 await erp.fetch("SELECT * FROM emag_sync.sync_requests")
         finally:
             await erp.close()
-        rows = await owner.fetch("SELECT id, account, resource, requested_by, served_at FROM emag_sync.sync_requests "
-                                 "ORDER BY id")
+        rows = await owner.fetch(
+            "SELECT id, account, resource, requested_by, served_at FROM emag_sync.sync_requests ORDER BY id"
+        )
         assert [(r["account"], r["resource"]) for r in rows] == [
-            ("main", "orders"), ("main", "offers"), ("main", "orders"), ("fbe", "orders")]
+            ("main", "orders"),
+            ("main", "offers"),
+            ("main", "orders"),
+            ("fbe", "orders"),
+        ]
         assert rows[0]["id"] == one[0] and len(both) == 2 and len(only_orders) == 1
         assert {r["requested_by"] for r in rows} == {role} and all(r["served_at"] is None for r in rows)
     finally:
@@ -93,25 +106,46 @@ def test_the_daemon_starts_a_requested_pair_at_once_and_presses_coalesce(db_url:
         proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path)}, log=tmp_path / "d.log")
         try:
             # the first scheduled runs (intervals of an hour: no other run comes meanwhile)
-            wait_until(lambda: query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE status = "
-                                             "'completed'")[0]["n"] == 2, 40, "the first two runs")
+            wait_until(
+                lambda: (
+                    query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE status = 'completed'")[0]["n"]
+                    == 2
+                ),
+                40,
+                "the first two runs",
+            )
             # one press: the idle pair starts within a second
             latencies = []
             for _ in range(3):
                 (request,) = query(db_url, "SELECT emag_sync.request_sync('main', 'orders') AS id")
-                served = wait_until(lambda: query(
-                    db_url, "SELECT extract(epoch FROM r.started_at - q.requested_at)::float8 AS s, r.id, r.status "
-                            "FROM emag_sync.sync_requests q JOIN emag_sync.sync_runs r ON r.id = q.run_id "
-                            "WHERE q.id = $1 AND r.status <> 'running'", request["id"]), 10, "the request served")
+                served = wait_until(
+                    lambda request=request: query(
+                        db_url,
+                        "SELECT extract(epoch FROM r.started_at - q.requested_at)::float8 AS s, r.id, r.status "
+                        "FROM emag_sync.sync_requests q JOIN emag_sync.sync_runs r ON r.id = q.run_id "
+                        "WHERE q.id = $1 AND r.status <> 'running'",
+                        request["id"],
+                    ),
+                    10,
+                    "the request served",
+                )
                 latencies.append(served[0]["s"])
             # ten presses in a second: at most two runs serve them all
             before = query(db_url, "SELECT max(id) AS id FROM emag_sync.sync_runs")[0]["id"]
             for _ in range(10):
                 query(db_url, "SELECT emag_sync.request_sync('main', 'orders')")
                 time.sleep(0.1)
-            wait_until(lambda: not query(db_url, "SELECT 1 FROM emag_sync.sync_requests WHERE served_at IS NULL "
-                                                 "UNION ALL SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"),
-                       20, "every request served")
+            wait_until(
+                lambda: (
+                    not query(
+                        db_url,
+                        "SELECT 1 FROM emag_sync.sync_requests WHERE served_at IS NULL "
+                        "UNION ALL SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'",
+                    )
+                ),
+                20,
+                "every request served",
+            )
             time.sleep(1.5)  # nothing more comes of them
             runs = query(db_url, "SELECT trigger, status FROM emag_sync.sync_runs WHERE id > $1", before)
             # history and the STATUS= line say so too
@@ -119,8 +153,10 @@ def test_the_daemon_starts_a_requested_pair_at_once_and_presses_coalesce(db_url:
         finally:
             assert stop(proc) == 0
             notify.close()
-    print(f"sync now: started {', '.join(f'{s:.2f}' for s in latencies)} s after the request; "
-          f"10 presses in 1 s -> {len(runs)} runs")
+    print(
+        f"sync now: started {', '.join(f'{s:.2f}' for s in latencies)} s after the request; "
+        f"10 presses in 1 s -> {len(runs)} runs"
+    )
     assert max(latencies) < 1.0
     assert 1 <= len(runs) <= 2 and {r["trigger"] for r in runs} == {"request"}
     assert {r["status"] for r in runs} == {"completed"}
@@ -136,13 +172,26 @@ def test_trigger_wait_exits_as_once_does(db_url: str, tmp_path: Path) -> None:
             done = emag_sync(config, "trigger", "--account", "main", "--resource", "offers", "--wait", timeout=60)
             assert done.returncode == 0, done.stdout + done.stderr
             assert done.stdout.splitlines()[-1].startswith("main/offers: completed (run ")
-            wait_until(lambda: query(db_url, "SELECT count(DISTINCT (account, resource)) AS n FROM emag_sync.sync_runs "
-                                             "WHERE status = 'completed'")[0]["n"] == 4 and not query(
-                db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"), 40,
-                       "the first runs of every pair")  # so the fault below meets the requested run
+            wait_until(
+                lambda: (
+                    query(
+                        db_url,
+                        "SELECT count(DISTINCT (account, resource)) AS n FROM emag_sync.sync_runs "
+                        "WHERE status = 'completed'",
+                    )[0]["n"]
+                    == 4
+                    and not query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'")
+                ),
+                40,
+                "the first runs of every pair",
+            )  # so the fault below meets the requested run
             fault = base_url.rsplit("/api-3", 1)[0] + "/_sandbox/accounts/fbe/faults"
-            urllib.request.urlopen(urllib.request.Request(
-                fault, data=b'{"kind": "auth", "resource": "orders", "times": 1}', method="POST"), timeout=10).close()
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    fault, data=b'{"kind": "auth", "resource": "orders", "times": 1}', method="POST"
+                ),
+                timeout=10,
+            ).close()
             failed = emag_sync(config, "trigger", "--account", "fbe", "--resource", "orders", "--wait", timeout=60)
         finally:
             assert stop(proc) == 0

@@ -17,7 +17,8 @@ UNITS = ("emag-sync.service", "emag-sync-monitor.service")
 MAX_EXPOSURE = 2.0
 
 needs_systemd_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (.ci/run installs it)")
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (.ci/run installs it)"
+)
 
 
 def parse_unit(unit: str) -> dict[str, dict[str, list[str]]]:
@@ -62,8 +63,9 @@ def seconds(value: str) -> float:
 @pytest.mark.parametrize("unit", UNITS)
 def test_verify_is_clean(tmp_path: Path, unit: str) -> None:
     copy = local_copy(tmp_path, unit)
-    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60
+    )
     output = proc.stdout + proc.stderr
     # systemd may grumble about the host's own units; nothing may be about ours.
     ours = [line for line in output.splitlines() if unit in line or str(tmp_path) in line]
@@ -75,8 +77,12 @@ def test_verify_is_clean(tmp_path: Path, unit: str) -> None:
 def test_exposure_at_most_2(tmp_path: Path, unit: str) -> None:
     copy = local_copy(tmp_path, unit)
     # --threshold takes the internal 0-100 scale: exposure 2.0 is 20; above it the exit code is non-zero
-    proc = subprocess.run(["systemd-analyze", "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}",
-                           str(copy)], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
     assert match, proc.stdout + proc.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
@@ -110,13 +116,31 @@ def test_identity_and_hardening_directives(unit: str) -> None:
     assert svc["ConfigurationDirectory"] == ["emag-sync"] and svc["ConfigurationDirectoryMode"] == ["0750"]
     assert "PYTHONUNBUFFERED=1" in " ".join(svc["Environment"]).split()
     expected = {
-        "UMask": "0077", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
-        "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
-        "PrivateUsers": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
-        "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "ProtectClock": "yes",
-        "ProtectHostname": "yes", "ProtectProc": "invisible", "ProcSubset": "pid", "RestrictNamespaces": "yes",
-        "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes", "LockPersonality": "yes", "RemoveIPC": "yes",
-        "DevicePolicy": "closed", "SystemCallArchitectures": "native", "MemoryDenyWriteExecute": "yes",
+        "UMask": "0077",
+        "NoNewPrivileges": "yes",
+        "CapabilityBoundingSet": "",
+        "AmbientCapabilities": "",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "PrivateUsers": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes",
+        "ProtectClock": "yes",
+        "ProtectHostname": "yes",
+        "ProtectProc": "invisible",
+        "ProcSubset": "pid",
+        "RestrictNamespaces": "yes",
+        "RestrictRealtime": "yes",
+        "RestrictSUIDSGID": "yes",
+        "LockPersonality": "yes",
+        "RemoveIPC": "yes",
+        "DevicePolicy": "closed",
+        "SystemCallArchitectures": "native",
+        "MemoryDenyWriteExecute": "yes",
         "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
     }
     assert {key: svc.get(key, ["<missing>"])[-1] for key in expected} == expected
@@ -145,8 +169,7 @@ def test_clean_stops_do_not_use_up_the_start_limit(unit: str) -> None:
 def test_daemon_gets_each_accounts_password_and_a_start_deadline() -> None:
     svc = parse_unit("emag-sync.service")["Service"]
     creds = dict(value.split(":", 1) for value in svc["LoadCredential"])
-    assert creds == {"main.password": "/etc/emag-sync/main.password",
-                     "fbe.password": "/etc/emag-sync/fbe.password"}
+    assert creds == {"main.password": "/etc/emag-sync/main.password", "fbe.password": "/etc/emag-sync/fbe.password"}
     # READY=1 comes before the database (it waits on its own), so the start has a deadline again
     assert seconds(svc["TimeoutStartSec"][0]) <= 120
 
@@ -165,8 +188,15 @@ def test_monitor_starts_without_account_secrets(tmp_path: Path) -> None:
     config.write_text(
         '[database]\nurl = "postgresql://postgres@127.0.0.1:1/postgres"\nconnect_timeout_s = 2.0\n'
         '[accounts.main]\nbase_url = "http://127.0.0.1:9/api-3"\nusername = "main@example.test"\n'
-        f'password_file = "{tmp_path}/absent/main.password"\n')
+        f'password_file = "{tmp_path}/absent/main.password"\n'
+    )
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    proc = subprocess.run([sys.executable, "-m", "monitor.cli", "--config", str(config), "once"],
-                          capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "--config", str(config), "once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=REPO,
+    )
     assert proc.returncode != 78, proc.stderr

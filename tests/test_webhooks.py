@@ -12,9 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 import anyio
 import asyncpg
@@ -82,8 +82,9 @@ async def test_every_run_end_is_notified_whoever_closes_it(store: Store, db_url:
         closed = await close_a_run(store)
         async with store.lease("main", "offers") as lease:  # a run whose process dies...
             dead = (await lease.open_run("full", "schedule")).id
-        await listener.execute("UPDATE emag_sync.sync_runs SET heartbeat_at = now() - interval '1 hour' "
-                               "WHERE id = $1", dead)
+        await listener.execute(
+            "UPDATE emag_sync.sync_runs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1", dead
+        )
         await recover_stuck(store, stale_after_s=60, max_age_s=7200, by="test")  # ...is closed by the monitor
         await asyncio.sleep(0.2)
     finally:
@@ -91,7 +92,11 @@ async def test_every_run_end_is_notified_whoever_closes_it(store: Store, db_url:
     assert [(n["run_id"], n["status"]) for n in heard] == [(closed, "completed"), (dead, "failed")]
     first = heard[0]
     assert (first["event"], first["account"], first["resource"], first["items_written"]) == (
-        "run.ended", "main", "orders", 7)
+        "run.ended",
+        "main",
+        "orders",
+        7,
+    )
     assert "stuck" in heard[1]["error"]
 
 
@@ -118,16 +123,18 @@ async def test_a_webhook_is_posted_signed_and_logged(store: Store, db_url: str) 
 
 
 @pytest.mark.parametrize("mode", ["down", "error"])
-async def test_a_receiver_that_fails_gets_bounded_retries(store: Store, db_url: str, mode: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_receiver_that_fails_gets_bounded_retries(
+    store: Store, db_url: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(webhooks, "RETRY_BASE_S", 0.05)
     receiver = Receiver("error")
     async with receiving(receiver) as url:
         target = url if mode == "error" else "http://127.0.0.1:1/hook"  # nothing listens there
         await store.set_webhook_targets((target,))
         await close_a_run(store)
-        sender = WebhookSender(store, lambda: WebhookSettings(urls=(target,), secret=SECRET, timeout_s=1,
-                                                              max_attempts=3))
+        sender = WebhookSender(
+            store, lambda: WebhookSettings(urls=(target,), secret=SECRET, timeout_s=1, max_attempts=3)
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(sender.run)
             with anyio.fail_after(15):
@@ -156,8 +163,9 @@ async def test_a_receiver_that_hangs_never_holds_a_run_or_a_stop(store: Store, d
             await close_a_run(store)  # the sender is stuck in its POST: runs close at their own pace
             close_s = time.monotonic() - began
             with anyio.fail_after(5):
-                while (await deliveries(db_url))[0]["attempts"] < 1 or \
-                        (await deliveries(db_url))[0]["last_error"] is None:
+                while (await deliveries(db_url))[0]["attempts"] < 1 or (await deliveries(db_url))[0][
+                    "last_error"
+                ] is None:
                     await anyio.sleep(0.05)
             began = time.monotonic()
             tg.cancel_scope.cancel()
@@ -179,24 +187,40 @@ def test_the_daemon_posts_each_run_end_and_logs_the_deliveries(db_url: str, tmp_
         "body.decode() + '\\n')\n"
         "    return web.Response(status=200)\n"
         "app = web.Application(); app.router.add_post('/hook', hook)\n"
-        "web.run_app(app, host='127.0.0.1', port=int(sys.argv[2]), print=None)\n")
+        "web.run_app(app, host='127.0.0.1', port=int(sys.argv[2]), print=None)\n"
+    )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     receiver = subprocess.Popen([sys.executable, str(script), str(receiver_log), str(port)])
     try:
         with sandbox_process(tmp_path, "--offers", "200", "--orders", "50") as base_url:
-            doc = config_doc(db_url, base_url, accounts=("main",),
-                             schedule={"offers_interval_s": 3600.0, "orders_interval_s": 3600.0, "jitter_s": 0.2,
-                                       "shutdown_grace_s": 0.5})
+            doc = config_doc(
+                db_url,
+                base_url,
+                accounts=("main",),
+                schedule={
+                    "offers_interval_s": 3600.0,
+                    "orders_interval_s": 3600.0,
+                    "jitter_s": 0.2,
+                    "shutdown_grace_s": 0.5,
+                },
+            )
             doc["webhooks"] = {"urls": [f"http://127.0.0.1:{port}/hook"], "secret": SECRET}
             config = write_config(tmp_path / "c.toml", doc)
             proc = start_emag_sync(config, "run", log=tmp_path / "d.log")
             try:
-                wait_until(lambda: receiver_log.exists() and len(receiver_log.read_text().splitlines()) == 2, 30,
-                           "a POST for each of the two runs")
-                shown = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(config), "deliveries"],
-                                       capture_output=True, text=True, timeout=30)
+                wait_until(
+                    lambda: receiver_log.exists() and len(receiver_log.read_text().splitlines()) == 2,
+                    30,
+                    "a POST for each of the two runs",
+                )
+                shown = subprocess.run(
+                    [sys.executable, "-m", "daemon.cli", "--config", str(config), "deliveries"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
             finally:
                 assert stop(proc, signal.SIGTERM) == 0
     finally:
@@ -207,5 +231,6 @@ def test_the_daemon_posts_each_run_end_and_logs_the_deliveries(db_url: str, tmp_
         assert sig == "sha256=" + hmac.new(SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
         assert json.loads(body)["status"] == "completed"
     assert shown.returncode == 0 and shown.stdout.count(" delivered ") == 2
-    assert query(db_url, "SELECT count(*) AS n FROM emag_sync.webhook_deliveries WHERE status = 'delivered'")[0][
-        "n"] == 2
+    assert (
+        query(db_url, "SELECT count(*) AS n FROM emag_sync.webhook_deliveries WHERE status = 'delivered'")[0]["n"] == 2
+    )

@@ -10,8 +10,9 @@ import bisect
 import math
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import aiohttp
 import anyio
@@ -21,8 +22,16 @@ import yarl
 from daemon import __version__
 from daemon.constants import EMAG_WINDOW_S
 from daemon.emag.envelope import Count, parse_envelope
-from daemon.emag.errors import (EmagApiError, EmagAuthError, EmagError, EmagRetriesExhausted, EmagThrottled,
-                                EmagTimeout, EmagTransientError, one_line)
+from daemon.emag.errors import (
+    EmagApiError,
+    EmagAuthError,
+    EmagError,
+    EmagRetriesExhausted,
+    EmagThrottled,
+    EmagTimeout,
+    EmagTransientError,
+    one_line,
+)
 from daemon.emag.ratelimit import AccountLimiter
 from daemon.emag.retry import RetryPolicy, retry_delay
 
@@ -66,14 +75,23 @@ class EmagClient:
 
     `read`/`count`/`call` count what they cost in the caller's `stats` (a run's own)."""
 
-    def __init__(self, base_url: str, username: str, password: str, limiter: AccountLimiter, *,
-                 connect_timeout_s: float = 10.0, read_timeout_s: float = 60.0, retry: RetryPolicy = RetryPolicy(),
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        limiter: AccountLimiter,
+        *,
+        connect_timeout_s: float = 10.0,
+        read_timeout_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         # Credentials come from username/password only, never from user:password@ in the URL.
         self.base_url = str(yarl.URL(base_url).with_user(None)).rstrip("/")
         self.limiter = limiter
         self.connect_timeout_s, self.read_timeout_s = connect_timeout_s, read_timeout_s
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         self.rng = rng if rng is not None else random.Random()
         self._auth = basic_auth_header(username, password)
         self._secrets = tuple(s for s in (password, self._auth, self._auth.partition(" ")[2]) if s)
@@ -83,12 +101,14 @@ class EmagClient:
         return f"EmagClient({one_line(self.base_url, secrets=self._secrets)!r})"
 
     async def __aenter__(self) -> EmagClient:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s,
-                                        sock_read=self.read_timeout_s)
-        headers = {"Authorization": self._auth, "Accept": "application/json",
-                   "User-Agent": f"emag-sync/{__version__}"}
-        self._session = aiohttp.ClientSession(headers=headers, timeout=timeout, raise_for_status=False,
-                                              connector=aiohttp.TCPConnector(limit=CONNECTIONS_MAX))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s, sock_read=self.read_timeout_s)
+        headers = {"Authorization": self._auth, "Accept": "application/json", "User-Agent": f"emag-sync/{__version__}"}
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=timeout,
+            raise_for_status=False,
+            connector=aiohttp.TCPConnector(limit=CONNECTIONS_MAX),
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -97,18 +117,22 @@ class EmagClient:
             with anyio.CancelScope(shield=True):
                 await session.close()
 
-    async def read(self, resource: str, page: int, per_page: int, filters: Mapping[str, Any],
-                   *, stats: ApiStats | None = None) -> list[dict[str, Any]]:
+    async def read(
+        self, resource: str, page: int, per_page: int, filters: Mapping[str, Any], *, stats: ApiStats | None = None
+    ) -> list[dict[str, Any]]:
         """One page of `{resource}/read`; `[]` past the last page."""
         payload = {"currentPage": page, "itemsPerPage": per_page, **filters}
         results = await self.call(f"{resource}/read", payload, stats=stats)
         if not isinstance(results, list):
-            raise self._recorded(stats, EmagApiError(
-                f"{resource}/read page {page}: results is {type(results).__name__}, expected a list"))
+            raise self._recorded(
+                stats,
+                EmagApiError(f"{resource}/read page {page}: results is {type(results).__name__}, expected a list"),
+            )
         return results
 
-    async def count(self, resource: str, per_page: int, filters: Mapping[str, Any],
-                    *, stats: ApiStats | None = None) -> Count:
+    async def count(
+        self, resource: str, per_page: int, filters: Mapping[str, Any], *, stats: ApiStats | None = None
+    ) -> Count:
         """`{resource}/count` for these filters and page size."""
         results = await self.call(f"{resource}/count", {"itemsPerPage": per_page, **filters}, stats=stats)
         try:
@@ -141,11 +165,18 @@ class EmagClient:
                 elapsed_s = time.monotonic() - began
                 delay_s = retry_delay(self.retry, exc, attempt, elapsed_s, self.rng)
                 if delay_s is None:
-                    raise EmagRetriesExhausted(f"{path}: gave up after {attempt} attempts in {elapsed_s:.1f} s: "
-                                               f"{exc}", attempt, elapsed_s) from exc
+                    raise EmagRetriesExhausted(
+                        f"{path}: gave up after {attempt} attempts in {elapsed_s:.1f} s: {exc}", attempt, elapsed_s
+                    ) from exc
                 stats.retries += 1
-                log.warning("emag.retry", path=path, page=payload.get("currentPage"), attempt=attempt,
-                            delay_s=round(delay_s, 3), error=str(exc))
+                log.warning(
+                    "emag.retry",
+                    path=path,
+                    page=payload.get("currentPage"),
+                    attempt=attempt,
+                    delay_s=round(delay_s, 3),
+                    error=str(exc),
+                )
                 await anyio.sleep(delay_s)
             else:
                 limiter.on_success()

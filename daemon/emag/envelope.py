@@ -4,8 +4,9 @@ EmagError out (`"isError": false` is the only success; parse_envelope lists the 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from daemon.emag.errors import EmagApiError, EmagAuthError, EmagThrottled, EmagTransientError, one_line
 
@@ -66,7 +67,7 @@ def parse_envelope(path: str, status: int, headers: Mapping[str, str], body: byt
         raise EmagApiError(f"{path}: API error: {detail}")
     if "rate limit" in detail.lower():
         raise EmagThrottled(f"{path}: HTTP {status} {detail}", retry_after_s(headers))
-    raise EmagTransientError(f"{path}: answer without \"isError\": false ({detail})")
+    raise EmagTransientError(f'{path}: answer without "isError": false ({detail})')
 
 
 def _number(results: Mapping[str, Any], key: str) -> int | None:

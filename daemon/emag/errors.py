@@ -7,7 +7,7 @@ which collapses whitespace, cuts long server text and masks the secrets it is gi
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 MAX_MESSAGE_CHARS = 300
 _WHITESPACE = re.compile(r"\s+")

@@ -9,10 +9,11 @@ written, and memory holds at most `prefetch` pages.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -45,8 +46,16 @@ class Page:
     last: bool = False  # the pager has judged this the final page (DONE); nothing follows
 
 
-def judge_page(*, page: int, ids: Sequence[Any], prev_ids: Sequence[Any] | None, asked: int,
-               pages_total: int | None, max_pages: int, slack_pages: int = 2) -> Verdict:
+def judge_page(
+    *,
+    page: int,
+    ids: Sequence[Any],
+    prev_ids: Sequence[Any] | None,
+    asked: int,
+    pages_total: int | None,
+    max_pages: int,
+    slack_pages: int = 2,
+) -> Verdict:
     """What to do after reading page `page` (holding `ids`). First match wins:
 
     1. empty page -> DONE (past the last page the API answers `results: []`);
@@ -88,16 +97,25 @@ def _default_id(record: Any) -> Any:
     return record.get("id") if isinstance(record, dict) else record
 
 
-async def _pages(tg: TaskGroup, fetch: Callable[[int], Awaitable[list[dict[str, Any]]]], *, per_page: int,
-                 pages_total: int | None, max_pages: int, start_page: int, prefetch: int, slack_pages: int,
-                 id_of: Callable[[Any], Any]) -> AsyncIterator[Page]:
+async def _pages(
+    tg: TaskGroup,
+    fetch: Callable[[int], Awaitable[list[dict[str, Any]]]],
+    *,
+    per_page: int,
+    pages_total: int | None,
+    max_pages: int,
+    start_page: int,
+    prefetch: int,
+    slack_pages: int,
+    id_of: Callable[[Any], Any],
+) -> AsyncIterator[Page]:
     """The consumer-side loop: schedule fetches ahead, judge each page in order, yield it."""
     ahead_limit = max(pages_total or 0, start_page)  # past the count's total: one page at a time
 
     async def run(slot: _Slot) -> None:
         try:
             slot.records = await fetch(slot.number)
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer and raised in page order
+        except Exception as exc:
             slot.error = exc
         finally:
             slot.done.set()
@@ -119,8 +137,15 @@ async def _pages(tg: TaskGroup, fetch: Callable[[int], Awaitable[list[dict[str, 
             raise slot.error
         records = slot.records if slot.records is not None else []
         ids = [id_of(r) for r in records]
-        verdict = judge_page(page=slot.number, ids=ids, prev_ids=prev_ids, asked=per_page,
-                             pages_total=pages_total, max_pages=max_pages, slack_pages=slack_pages)
+        verdict = judge_page(
+            page=slot.number,
+            ids=ids,
+            prev_ids=prev_ids,
+            asked=per_page,
+            pages_total=pages_total,
+            max_pages=max_pages,
+            slack_pages=slack_pages,
+        )
         if verdict.action is FAIL:
             if verdict.keep_page:
                 yield Page(slot.number, records)
@@ -134,10 +159,17 @@ async def _pages(tg: TaskGroup, fetch: Callable[[int], Awaitable[list[dict[str, 
 
 
 @asynccontextmanager
-async def iter_pages(fetch: Callable[[int], Awaitable[list[dict[str, Any]]]], *, per_page: int,
-                     pages_total: int | None, max_pages: int, start_page: int = 1, prefetch: int = 4,
-                     slack_pages: int = 2, id_of: Callable[[Any], Any] = _default_id
-                     ) -> AsyncIterator[AsyncIterator[Page]]:
+async def iter_pages(
+    fetch: Callable[[int], Awaitable[list[dict[str, Any]]]],
+    *,
+    per_page: int,
+    pages_total: int | None,
+    max_pages: int,
+    start_page: int = 1,
+    prefetch: int = 4,
+    slack_pages: int = 2,
+    id_of: Callable[[Any], Any] = _default_id,
+) -> AsyncIterator[AsyncIterator[Page]]:
     """`async with iter_pages(fetch, ...) as pages: async for page in pages: ...`
 
     The task group lives in this context manager, in the consumer's task, never across
@@ -150,13 +182,22 @@ async def iter_pages(fetch: Callable[[int], Awaitable[list[dict[str, Any]]]], *,
     failure: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
-            stream = _pages(tg, fetch, per_page=per_page, pages_total=pages_total, max_pages=max_pages,
-                            start_page=start_page, prefetch=prefetch, slack_pages=slack_pages, id_of=id_of)
+            stream = _pages(
+                tg,
+                fetch,
+                per_page=per_page,
+                pages_total=pages_total,
+                max_pages=max_pages,
+                start_page=start_page,
+                prefetch=prefetch,
+                slack_pages=slack_pages,
+                id_of=id_of,
+            )
             try:
                 yield stream
             finally:
                 tg.cancel_scope.cancel()
-                await stream.aclose()
+                await stream.aclose()  # type: ignore[attr-defined]  # an async generator: it has aclose()
     except BaseExceptionGroup as group:
         failure = unwrap(group)
         if failure is group:

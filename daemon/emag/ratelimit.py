@@ -4,7 +4,7 @@ which is safe whether eMAG counts in fixed windows, sliding windows or a token b
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -29,9 +29,16 @@ class RateLimiter:
     behind it, a cancelled waiter consumes no slot, and a `penalize()` that arrives
     while someone sleeps still holds them back. Idle time is never banked into a burst."""
 
-    def __init__(self, per_second: float, per_minute: float, *, margin: float = DEFAULT_MARGIN,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep, name: str = "") -> None:
+    def __init__(
+        self,
+        per_second: float,
+        per_minute: float,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        name: str = "",
+    ) -> None:
         if per_second <= 0 or per_minute <= 0 or margin < 0:
             raise ValueError("rates must be positive and the margin not negative")
         self.name = name  # the route group: "orders" or "other"
@@ -108,8 +115,9 @@ class AccountLimiter:
     @classmethod
     def unlimited(cls) -> AccountLimiter:
         """For benchmarks and tests against a sandbox with its limits off."""
-        return cls(orders=RateLimiter(1e6, 6e7, margin=0, name="orders"),
-                   other=RateLimiter(1e6, 6e7, margin=0, name="other"))
+        return cls(
+            orders=RateLimiter(1e6, 6e7, margin=0, name="orders"), other=RateLimiter(1e6, 6e7, margin=0, name="other")
+        )
 
     def for_path(self, path: str) -> RateLimiter:
         """`order/...` routes -> orders; everything else shares `other`."""

@@ -9,7 +9,6 @@ from daemon.constants import EMAG_WINDOW_S
 from daemon.emag.errors import EmagError, EmagThrottled, EmagTransientError
 
 
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounds of the retries of ONE request (one page): attempts, backoff, total time.
@@ -37,8 +36,9 @@ def backoff_s(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:
     return rng.uniform(0.0, ceiling)
 
 
-def retry_delay(policy: RetryPolicy, error: EmagError, attempt: int, elapsed_s: float,
-                rng: random.Random) -> float | None:
+def retry_delay(
+    policy: RetryPolicy, error: EmagError, attempt: int, elapsed_s: float, rng: random.Random
+) -> float | None:
     """Seconds to wait before attempt `attempt + 1`, or None to give up.
 
     `attempt` counts every attempt made so far (1 after the first failure), throttled

@@ -6,5 +6,20 @@ from daemon.store.migrate import migrate
 from daemon.store.runs import Budget, Closed, DeferredClose, OpenedRun, Progress, SyncState
 from daemon.store.store import Store
 
-__all__ = ["Budget", "Closed", "DeferredClose", "LockBusy", "OpenedRun", "Progress", "RunLease", "SchemaMismatch",
-           "Store", "StoreError", "StoreRejected", "StoreUnavailable", "SyncState", "lock_key", "migrate"]
+__all__ = [
+    "Budget",
+    "Closed",
+    "DeferredClose",
+    "LockBusy",
+    "OpenedRun",
+    "Progress",
+    "RunLease",
+    "SchemaMismatch",
+    "Store",
+    "StoreError",
+    "StoreRejected",
+    "StoreUnavailable",
+    "SyncState",
+    "lock_key",
+    "migrate",
+]

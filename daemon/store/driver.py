@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import asyncpg
 
 from daemon.store.errors import StoreError, StoreRejected, StoreUnavailable
 
 # Driver errors that mean "the database is not there" rather than "this query is wrong".
-UNAVAILABLE = (OSError, asyncpg.CannotConnectNowError, asyncpg.ConnectionDoesNotExistError,
-               asyncpg.InterfaceError, TimeoutError)
+UNAVAILABLE = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+)
 # ... and those that mean "it is there, and says no to this database.url".
-REJECTED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError,
-            asyncpg.InvalidCatalogNameError)
+REJECTED = (
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidCatalogNameError,
+)
 # Anything the driver raises (the REJECTED are PostgresErrors too), for best-effort cleanup.
 DRIVER_ERRORS = (asyncpg.PostgresError, *UNAVAILABLE)
 

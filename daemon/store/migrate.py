@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 
 from daemon.config import DatabaseSettings
-from daemon.store.queries import load_migrations, load_queries
 from daemon.store.driver import translate
 from daemon.store.lease import lock_key
+from daemon.store.queries import load_migrations, load_queries
 
 
 async def migrate(settings: DatabaseSettings) -> list[int]:
@@ -18,8 +18,9 @@ async def migrate(settings: DatabaseSettings) -> list[int]:
     q = load_queries(settings.schema)
     applied: list[int] = []
     async with translate("migrate"):
-        conn = await asyncpg.connect(settings.url, timeout=settings.connect_timeout_s,
-                                     server_settings={"application_name": "emag-sync migrate"})
+        conn = await asyncpg.connect(
+            settings.url, timeout=settings.connect_timeout_s, server_settings={"application_name": "emag-sync migrate"}
+        )
         try:
             async with conn.transaction():
                 await conn.execute(q["migration_lock"], lock_key(settings.schema, "-", "migrate"))

@@ -13,9 +13,9 @@ from typing import Any
 
 import anyio
 
+from daemon.store.driver import translate
 from daemon.store.errors import StoreUnavailable
 from daemon.store.recovery import RunningRun
-from daemon.store.driver import translate
 from daemon.store.store import Store
 
 
@@ -32,16 +32,19 @@ async def read_snapshot(store: Store, *, timeout_s: float, stale_after_s: float,
     q = store.q
     try:
         with anyio.fail_after(timeout_s + 1.0):
-            async with translate("metrics snapshot"):
-                async with store.pool.acquire() as conn:
-                    async with conn.transaction(isolation="repeatable_read", readonly=True):
-                        await conn.execute(q["monitor_statement_timeout"], f"{int(timeout_s * 1000)}ms")
-                        pairs = [dict(r) for r in await conn.fetch(q["monitor_pairs"])]
-                        totals = [dict(r) for r in await conn.fetch(q["monitor_totals"])]
-                        running = [RunningRun.from_row(r) for r in
-                                   await conn.fetch(q["running_runs"], stale_after_s, max_age_s)]
-                        requests = [dict(r) for r in await conn.fetch(q["monitor_requests"])]
-                        webhooks = dict(await conn.fetchrow(q["monitor_webhooks"]))
+            async with (
+                translate("metrics snapshot"),
+                store.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                await conn.execute(q["monitor_statement_timeout"], f"{int(timeout_s * 1000)}ms")
+                pairs = [dict(r) for r in await conn.fetch(q["monitor_pairs"])]
+                totals = [dict(r) for r in await conn.fetch(q["monitor_totals"])]
+                running = [
+                    RunningRun.from_row(r) for r in await conn.fetch(q["running_runs"], stale_after_s, max_age_s)
+                ]
+                requests = [dict(r) for r in await conn.fetch(q["monitor_requests"])]
+                webhooks = dict(await conn.fetchrow(q["monitor_webhooks"]))
     except TimeoutError as exc:
         raise StoreUnavailable(f"metrics snapshot: no answer within {timeout_s:g}s") from exc
     return Snapshot(pairs, totals, running, requests, webhooks)

@@ -25,7 +25,7 @@ def load_queries(schema: str) -> dict[str, str]:
         if not entry.name.endswith(".sql"):
             continue
         parts = _NAME.split(entry.read_text(encoding="utf-8"))[1:]
-        for name, body in zip(parts[::2], parts[1::2]):
+        for name, body in zip(parts[::2], parts[1::2], strict=True):
             if name in queries:
                 raise RuntimeError(f"{entry.name}: duplicate query name {name}")
             queries[name] = _render(body.strip(), schema)

@@ -84,8 +84,9 @@ async def running_runs(store: Store, *, stale_after_s: float, max_age_s: float) 
     return [RunningRun.from_row(r) for r in rows]
 
 
-async def fail_if_stuck(store: Store, run_id: int, *, stale_after_s: float, max_age_s: float,
-                        by: str) -> dict[str, Any] | None:
+async def fail_if_stuck(
+    store: Store, run_id: int, *, stale_after_s: float, max_age_s: float, by: str
+) -> dict[str, Any] | None:
     """The compare-and-set: the failed row, or None when the run is no longer stuck."""
     rows = await store.fetch("fail_stuck_run", run_id, float(stale_after_s), float(max_age_s), by)
     return dict(rows[0]) if rows else None
@@ -101,8 +102,7 @@ async def recovery_pass(store: Store, *, stale_after_s: float, max_age_s: float,
     return report
 
 
-async def recover_stuck(store: Store, *, stale_after_s: float, max_age_s: float,
-                        by: str) -> list[dict[str, Any]]:
+async def recover_stuck(store: Store, *, stale_after_s: float, max_age_s: float, by: str) -> list[dict[str, Any]]:
     """Fail the stuck runs; return the ones this call failed (id, account, resource, error).
 
     `by` names the caller ("emag-sync recover"); host:pid is added unless already there."""
@@ -111,8 +111,9 @@ async def recover_stuck(store: Store, *, stale_after_s: float, max_age_s: float,
     return report.failed
 
 
-async def trim_history(store: Store, *, retention_days: int, batch: int = TRIM_BATCH,
-                       max_batches: int = TRIM_MAX_BATCHES) -> int:
+async def trim_history(
+    store: Store, *, retention_days: int, batch: int = TRIM_BATCH, max_batches: int = TRIM_MAX_BATCHES
+) -> int:
     """Delete closed runs started before the retention window, `batch` rows per statement,
     at most `max_batches` statements; never a running row, never a pair's last success.
     Served "sync now" requests and finished webhook deliveries go the same way."""

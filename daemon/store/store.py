@@ -3,9 +3,10 @@ operation as a named method. Code above this package never sees SQL or asyncpg."
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import anyio
 import asyncpg
@@ -36,22 +37,33 @@ class Store:
         self.deferred: dict[int, DeferredClose] = {}
 
     @classmethod
-    async def open(cls, settings: DatabaseSettings, *, max_size: int | None = None,
-                   application_name: str = "emag-sync") -> Store:
+    async def open(
+        cls, settings: DatabaseSettings, *, max_size: int | None = None, application_name: str = "emag-sync"
+    ) -> Store:
         size = max(2, max_size or settings.pool_max)
         async with translate("connect"):
             pool = await asyncpg.create_pool(
-                settings.url, min_size=1, max_size=size, timeout=settings.connect_timeout_s,
+                settings.url,
+                min_size=1,
+                max_size=size,
+                timeout=settings.connect_timeout_s,
                 max_inactive_connection_lifetime=IDLE_CONNECTION_S,
-                command_timeout=settings.statement_timeout_s, init=init_connection,
+                command_timeout=settings.statement_timeout_s,
+                init=init_connection,
                 server_settings={"application_name": application_name},
             )
         return cls(pool, settings, size)
 
     @classmethod
-    async def open_when_up(cls, settings: DatabaseSettings, *, max_size: int, application_name: str,
-                           on_wait: Callable[[int, float, StoreUnavailable], None],
-                           wait_on_rejection: bool = False) -> Store:
+    async def open_when_up(
+        cls,
+        settings: DatabaseSettings,
+        *,
+        max_size: int,
+        application_name: str,
+        on_wait: Callable[[int, float, StoreUnavailable], None],
+        wait_on_rejection: bool = False,
+    ) -> Store:
         """Open, retrying with capped exponential backoff while the database is unavailable;
         on_wait(attempt, retry_in_s, error) says so each time. A database that refuses
         database.url raises StoreRejected at once, unless wait_on_rejection."""
@@ -97,8 +109,10 @@ class Store:
         """Refuse to run against a schema older than this code (one-line message)."""
         have, want = await self.schema_version(), latest_version()
         if have is None or have < want:
-            raise SchemaMismatch(f"schema {self.settings.schema!r} is at version {have or 0}, this code needs "
-                                 f"{want}: run `emag-sync migrate`")
+            raise SchemaMismatch(
+                f"schema {self.settings.schema!r} is at version {have or 0}, this code needs "
+                f"{want}: run `emag-sync migrate`"
+            )
         return have
 
     # --- runs -------------------------------------------------------------------
@@ -116,17 +130,23 @@ class Store:
                 if not got["locked"]:
                     raise LockBusy(f"{account}/{resource}: another run holds the lock")
                 try:
-                    yield RunLease(self.pool, self.q, conn, account, resource, key, (got["pid"], got["backend_start"]),
-                                   self.deferred)
+                    yield RunLease(
+                        self.pool,
+                        self.q,
+                        conn,
+                        account,
+                        resource,
+                        key,
+                        (got["pid"], got["backend_start"]),
+                        self.deferred,
+                    )
                 finally:
                     with anyio.CancelScope(shield=True):
                         await unlock(conn, self.q["unlock"], key)
             finally:
                 with anyio.CancelScope(shield=True):
-                    try:
+                    with contextlib.suppress(*DRIVER_ERRORS):  # a failed reset closes it, locks and all
                         await self.pool.release(conn)
-                    except DRIVER_ERRORS:
-                        pass  # its reset failed: the pool has closed it, and its locks went with it
 
     async def close_deferred(self) -> list[DeferredClose]:
         """Close the rows deferred while the database was away, one bounded attempt each, in
@@ -135,8 +155,9 @@ class Store:
         for item in list(self.deferred.values()):
             try:
                 with anyio.fail_after(CLOSE_ATTEMPT_S):
-                    await close_on_pool(self.pool, self.q, (item.run_id, item.progress.as_json(), item.status,
-                                                            item.error, None, None))
+                    await close_on_pool(
+                        self.pool, self.q, (item.run_id, item.progress.as_json(), item.status, item.error, None, None)
+                    )
             except (StoreError, TimeoutError):
                 break
             del self.deferred[item.run_id]
@@ -165,26 +186,33 @@ class Store:
     async def claim_deliveries(self, limit: int, lease_s: float) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("claim_deliveries", limit, float(lease_s))]
 
-    async def delivery_attempted(self, delivery_id: int, status: str, http_status: int | None,
-                                 error: str | None, retry_in_s: float = 0.0) -> None:
+    async def delivery_attempted(
+        self, delivery_id: int, status: str, http_status: int | None, error: str | None, retry_in_s: float = 0.0
+    ) -> None:
         await self.execute("delivery_attempted", delivery_id, status, http_status, error, float(retry_in_s))
 
     async def recent_deliveries(self, limit: int) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("recent_deliveries", limit)]
 
     @asynccontextmanager
-    async def listen(self, channels: tuple[str, ...],
-                     on_notify: Callable[[str, str], None]) -> AsyncIterator[Callable[[], bool]]:
+    async def listen(
+        self, channels: tuple[str, ...], on_notify: Callable[[str, str], None]
+    ) -> AsyncIterator[anyio.Event]:
         """LISTEN on a session of its own (not the pool's) for the block; on_notify(channel,
-        payload) runs on the event loop. Yields `alive()`: False once that session is lost."""
+        payload) runs on the event loop. Yields an event set when that session is lost."""
+        lost = anyio.Event()
         async with translate("listen"):
-            conn = await asyncpg.connect(self.settings.url, timeout=self.settings.connect_timeout_s,
-                                         server_settings={"application_name": "emag-sync listen"})
+            conn = await asyncpg.connect(
+                self.settings.url,
+                timeout=self.settings.connect_timeout_s,
+                server_settings={"application_name": "emag-sync listen"},
+            )
         try:
+            conn.add_termination_listener(lambda _conn: lost.set())
             async with translate("listen"):
                 for channel in channels:
                     await conn.add_listener(channel, lambda _c, _pid, ch, payload: on_notify(ch, payload))
-            yield lambda: not conn.is_closed()
+            yield lost
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(POOL_CLOSE_S):
                 try:
@@ -192,10 +220,10 @@ class Store:
                 except DRIVER_ERRORS:
                     conn.terminate()
 
-    async def history(self, limit: int, account: str | None = None,
-                      resource: str | None = None) -> list[dict[str, Any]]:
+    async def history(
+        self, limit: int, account: str | None = None, resource: str | None = None
+    ) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("history", limit, account, resource)]
-
 
     async def last_runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("last_runs")]

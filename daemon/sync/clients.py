@@ -5,8 +5,8 @@ credentials changed a new client; the old one is closed once no run holds it."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 import anyio
 
@@ -51,11 +51,21 @@ class Clients:
     async def _new(self, name: str) -> EmagClient:
         account, sync = self.settings.account(name), self.settings.sync
         limiter = self._limiters.setdefault(
-            account.login, AccountLimiter.unlimited() if self.unlimited else AccountLimiter())
-        client = EmagClient(account.base_url, account.username, account.password, limiter,
-                            connect_timeout_s=sync.connect_timeout_s, read_timeout_s=sync.read_timeout_s,
-                            retry=RetryPolicy(max_attempts=sync.retry_attempts, base_delay_s=sync.retry_base_delay_s,
-                                              max_total_s=sync.retry_max_total_s))
+            account.login, AccountLimiter.unlimited() if self.unlimited else AccountLimiter()
+        )
+        client = EmagClient(
+            account.base_url,
+            account.username,
+            account.password,
+            limiter,
+            connect_timeout_s=sync.connect_timeout_s,
+            read_timeout_s=sync.read_timeout_s,
+            retry=RetryPolicy(
+                max_attempts=sync.retry_attempts,
+                base_delay_s=sync.retry_base_delay_s,
+                max_total_s=sync.retry_max_total_s,
+            ),
+        )
         return await client.__aenter__()
 
     async def _close_retired(self) -> None:
@@ -72,7 +82,6 @@ class Clients:
         for name in list(self._clients):
             old = self.settings.account(name)
             new = settings.account(name) if name in settings.names else None
-            if new is None or (old.base_url, old.username, old.password) != (new.base_url, new.username,
-                                                                            new.password):
+            if new is None or (old.base_url, old.username, old.password) != (new.base_url, new.username, new.password):
                 self._retired.append(self._clients.pop(name))
         self.settings = settings

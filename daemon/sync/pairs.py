@@ -3,7 +3,7 @@ client, lease (single flight), run row, pages, closed row; one pair's failure is
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import anyio
 import structlog
@@ -17,8 +17,13 @@ from daemon.sync.run import Counters, RunRequest, RunResult, SyncRun, internal_e
 log = structlog.get_logger("daemon.sync")
 
 
-async def run_pair(store: Store, clients: Clients, sync: SyncSettings, request: RunRequest,
-                   on_progress: Callable[[str, Counters], None] | None = None) -> RunResult:
+async def run_pair(
+    store: Store,
+    clients: Clients,
+    sync: SyncSettings,
+    request: RunRequest,
+    on_progress: Callable[[str, Counters], None] | None = None,
+) -> RunResult:
     """One run of one pair. Never raises but for cancellation: the result says how it ended."""
     name, resource = request.account.name, request.resource
     try:
@@ -27,7 +32,8 @@ async def run_pair(store: Store, clients: Clients, sync: SyncSettings, request: 
     except LockBusy as exc:
         # a requested pair is tried every second while it runs elsewhere: not worth a warning each time
         (log.debug if request.trigger == "request" else log.warning)(
-            "sync.skipped_locked", account=name, resource=resource, reason=str(exc))
+            "sync.skipped_locked", account=name, resource=resource, reason=str(exc)
+        )
         return RunResult(name, resource, "skipped", error=str(exc))
     except (StoreError, EmagError, ConfigError, TimeoutError) as exc:
         log.error("sync.run_not_started", account=name, resource=resource, error=str(exc))
@@ -37,8 +43,13 @@ async def run_pair(store: Store, clients: Clients, sync: SyncSettings, request: 
         return RunResult(name, resource, "failed", error=internal_error(exc))
 
 
-async def run_many(store: Store, clients: Clients, sync: SyncSettings, requests: Iterable[RunRequest],
-                   into: list[RunResult] | None = None) -> list[RunResult]:
+async def run_many(
+    store: Store,
+    clients: Clients,
+    sync: SyncSettings,
+    requests: Iterable[RunRequest],
+    into: list[RunResult] | None = None,
+) -> list[RunResult]:
     """Every request at once in one task group; one pair failing does not cancel another.
     Results are appended to `into` as runs end, so a caller that is cancelled midway
     still knows which runs finished (the cancelled ones closed their rows themselves)."""

@@ -31,8 +31,9 @@ def split_windows(start: datetime, end: datetime, max_span: timedelta) -> tuple[
     return tuple(windows)
 
 
-def order_start(mode: str, watermark: datetime | None, now: datetime,
-                overlap: timedelta, horizon: timedelta) -> datetime:
+def order_start(
+    mode: str, watermark: datetime | None, now: datetime, overlap: timedelta, horizon: timedelta
+) -> datetime:
     """Incremental: from the watermark minus the overlap; full (or no watermark yet): the horizon."""
     if mode == "incremental" and watermark is not None:
         return max(watermark - overlap, now - horizon)
@@ -45,8 +46,16 @@ def resume_page(checkpoint: dict[str, Any], per_page: int) -> int:
     return int(checkpoint["page"]) + 1 if checkpoint.get("per_page") == per_page else 1
 
 
-def plan_orders(mode: str, watermark: datetime | None, checkpoint: dict[str, Any] | None, now: datetime,
-                overlap: timedelta, horizon: timedelta, max_span: timedelta, per_page: int) -> OrderPlan:
+def plan_orders(
+    mode: str,
+    watermark: datetime | None,
+    checkpoint: dict[str, Any] | None,
+    now: datetime,
+    overlap: timedelta,
+    horizon: timedelta,
+    max_span: timedelta,
+    per_page: int,
+) -> OrderPlan:
     """Resume a dead run's plan from its checkpoint (same mode), else plan afresh."""
     if checkpoint and checkpoint.get("kind") == "orders" and checkpoint.get("mode") == mode:
         start, end = datetime.fromisoformat(checkpoint["start"]), datetime.fromisoformat(checkpoint["end"])
@@ -59,8 +68,15 @@ def plan_orders(mode: str, watermark: datetime | None, checkpoint: dict[str, Any
 
 
 def orders_checkpoint(mode: str, plan: OrderPlan, window: int, page: int, per_page: int) -> dict[str, Any]:
-    return {"kind": "orders", "mode": mode, "start": plan.start.isoformat(), "end": plan.end.isoformat(),
-            "window": window, "page": page, "per_page": per_page}
+    return {
+        "kind": "orders",
+        "mode": mode,
+        "start": plan.start.isoformat(),
+        "end": plan.end.isoformat(),
+        "window": window,
+        "page": page,
+        "per_page": per_page,
+    }
 
 
 def offers_resume(checkpoint: dict[str, Any] | None, started_at: datetime, per_page: int) -> tuple[int, datetime]:

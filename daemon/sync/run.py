@@ -7,9 +7,10 @@ in a `finally` shielded from cancellation, in its own transaction.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable, Sequence
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -71,15 +72,25 @@ class Counters:
     def snapshot(self) -> Progress:
         api = self.api
         return Progress(
-            pages_done=self.pages_done, pages_total=self.pages_total, items_seen=self.items_seen,
-            items_written=self.items_written, items_unchanged=self.items_unchanged,
-            items_invalid=self.items_invalid, api_requests=api.requests, api_retries=api.retries,
-            api_throttled=api.throttled, api_wait_s=api.wait_s, api_latency_p50_s=api.latency_s(0.5),
-            api_latency_p95_s=api.latency_s(0.95), api_latency_max_s=api.latency_s(1.0))
+            pages_done=self.pages_done,
+            pages_total=self.pages_total,
+            items_seen=self.items_seen,
+            items_written=self.items_written,
+            items_unchanged=self.items_unchanged,
+            items_invalid=self.items_invalid,
+            api_requests=api.requests,
+            api_retries=api.retries,
+            api_throttled=api.throttled,
+            api_wait_s=api.wait_s,
+            api_latency_p50_s=api.latency_s(0.5),
+            api_latency_p95_s=api.latency_s(0.95),
+            api_latency_max_s=api.latency_s(1.0),
+        )
 
 
-def parse_page(records: Sequence[Any], parse: Callable[[Any], Any],
-               log: structlog.typing.FilteringBoundLogger) -> tuple[list[Any], int]:
+def parse_page(
+    records: Sequence[Any], parse: Callable[[Any], Any], log: structlog.typing.FilteringBoundLogger
+) -> tuple[list[Any], int]:
     """Typed rows of a page, deduplicated by id (last wins), and the number of invalid records."""
     rows: dict[int, Any] = {}
     invalid = 0
@@ -97,8 +108,13 @@ def parse_page(records: Sequence[Any], parse: Callable[[Any], Any],
 class SyncRun:
     """Runs one (account, resource) under its lease; `execute()` never leaves the row open."""
 
-    def __init__(self, client: EmagClient, settings: SyncSettings, request: RunRequest,
-                 on_progress: Callable[[str, Counters], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: EmagClient,
+        settings: SyncSettings,
+        request: RunRequest,
+        on_progress: Callable[[str, Counters], None] | None = None,
+    ) -> None:
         self.client, self.settings, self.request = client, settings, request
         self.counters = Counters()
         self.on_progress = on_progress
@@ -114,15 +130,21 @@ class SyncRun:
     async def execute(self, lease: RunLease) -> RunResult:
         # Shielded: a cancel arriving after the row's INSERT committed would leave it running.
         with anyio.CancelScope(shield=True), anyio.fail_after(OPEN_TIMEOUT_S):
-            opened = await lease.open_run(self.mode, self.request.trigger,
-                                          (self.request.account.login, self.limiter.name))
+            opened = await lease.open_run(
+                self.mode, self.request.trigger, (self.request.account.login, self.limiter.name)
+            )
         self.run_id, started_at = opened.id, opened.started_at
         # The login's budget as the previous run of this route group left it, in whichever process
         self.limiter.adopt(opened.budget.wait_s, opened.budget.slowdown, holder_died=opened.budget.orphaned)
         lease.budget = lambda: Budget(*self.limiter.budget())
         self.log = self.log.bind(run_id=self.run_id)
-        self.log.info("sync.run_started", mode=self.mode, trigger=self.request.trigger,
-                      budget_wait_s=opened.budget.wait_s, budget_orphaned=opened.budget.orphaned)
+        self.log.info(
+            "sync.run_started",
+            mode=self.mode,
+            trigger=self.request.trigger,
+            budget_wait_s=opened.budget.wait_s,
+            budget_orphaned=opened.budget.orphaned,
+        )
         status, error, began, body_done = "failed", None, time.monotonic(), False
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + self.settings.timeout_s) as deadline:
@@ -150,8 +172,9 @@ class SyncRun:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._close(lease, status, error, time.monotonic() - began)
-        return RunResult(self.request.account.name, self.request.resource, status, self.run_id, error,
-                         self.counters.snapshot())
+        return RunResult(
+            self.request.account.name, self.request.resource, status, self.run_id, error, self.counters.snapshot()
+        )
 
     async def _close(self, lease: RunLease, status: str, error: str | None, elapsed_s: float) -> None:
         progress = self.counters.snapshot()
@@ -159,15 +182,26 @@ class SyncRun:
         for failure in failures:
             self.log.warning("sync.run_close_failed", status=status, error=failure)
         if closed is Closed.LATER:
-            self.log.error("sync.run_close_deferred", status=status,
-                           reason="the database is unreachable; the row is closed once it answers")
+            self.log.error(
+                "sync.run_close_deferred",
+                status=status,
+                reason="the database is unreachable; the row is closed once it answers",
+            )
             return
         event = "sync.run_finished" if status == "completed" else "sync.run_ended"
         level = self.log.info if status in ("completed", "cancelled") else self.log.error
-        level(event, status=status, pages=progress.pages_done, items_seen=progress.items_seen,
-              items_written=progress.items_written, requests=progress.api_requests,
-              throttled=progress.api_throttled, elapsed_s=elapsed_s, error=error,
-              closed_by_us=closed is Closed.NOW)
+        level(
+            event,
+            status=status,
+            pages=progress.pages_done,
+            items_seen=progress.items_seen,
+            items_written=progress.items_written,
+            requests=progress.api_requests,
+            throttled=progress.api_throttled,
+            elapsed_s=elapsed_s,
+            error=error,
+            closed_by_us=closed is Closed.NOW,
+        )
 
     async def _heartbeat(self, lease: RunLease) -> None:
         """Advance heartbeat_at (and hand over the rate budget) even while the run waits on
@@ -185,8 +219,9 @@ class SyncRun:
         else:
             await self._orders(lease, started_at)
 
-    async def _pages(self, api: str, filters: dict[str, Any], start_page: int, on_page: Callable,
-                     seen: set[str] | None = None) -> tuple[Count, int]:
+    async def _pages(
+        self, api: str, filters: dict[str, Any], start_page: int, on_page: Callable, seen: set[str] | None = None
+    ) -> tuple[Count, int]:
         """Read pages from `start_page` to the end, handing each to `on_page` in order.
         Returns the count taken first and the number of pages read; ids go into `seen`."""
         per_page = self.settings.page_size
@@ -198,16 +233,23 @@ class SyncRun:
             return await self.client.read(api, page, per_page, filters, stats=self.counters.api)
 
         last = start_page - 1
-        async with iter_pages(fetch, per_page=per_page, pages_total=count.pages,
-                              max_pages=self.settings.max_pages, start_page=start_page,
-                              prefetch=self.settings.prefetch_pages) as pages:
+        async with iter_pages(
+            fetch,
+            per_page=per_page,
+            pages_total=count.pages,
+            max_pages=self.settings.max_pages,
+            start_page=start_page,
+            prefetch=self.settings.prefetch_pages,
+        ) as pages:
             async for page in pages:
                 got = len(page.records)
                 if page.number == 1 and got < per_page and count.items > got:
                     # A server that caps itemsPerPage silently would make this short page
                     # look like the end; stopping here would truncate without a word.
-                    raise RunFailed(f"page 1 returned {got} items of {per_page} asked while count says "
-                                    f"{count.items}: the server capped itemsPerPage; set sync.page_size = {got}")
+                    raise RunFailed(
+                        f"page 1 returned {got} items of {per_page} asked while count says "
+                        f"{count.items}: the server capped itemsPerPage; set sync.page_size = {got}"
+                    )
                 await on_page(page.number, page.records)
                 if seen is not None:
                     seen.update(str(r.get("id")) for r in page.records if isinstance(r, dict))
@@ -225,8 +267,10 @@ class SyncRun:
         still empty when asked again. If it now has records, the early empty or short page
         was a glitch: fail (the next run resumes after `last`) rather than truncate."""
         if await fetch(last + 1):
-            raise RunFailed(f"the API ended the scan after page {last} of {count.pages} counted, but page "
-                            f"{last + 1} has records when asked again: not trusting a truncated scan")
+            raise RunFailed(
+                f"the API ended the scan after page {last} of {count.pages} counted, but page "
+                f"{last + 1} has records when asked again: not trusting a truncated scan"
+            )
         self.log.warning("sync.count_disagrees", last_page=last, counted_pages=count.pages, counted_items=count.items)
 
     async def _commit(self, page_no: int, rows: list[Any], invalid: int, write: Callable) -> None:
@@ -238,8 +282,15 @@ class SyncRun:
         inserted, updated = await write(rows, progress)
         c.items_written += inserted + updated
         c.items_unchanged += len(rows) - inserted - updated
-        self.log.info("sync.page_committed", page=page_no, items=len(rows), inserted=inserted, updated=updated,
-                      invalid=invalid, elapsed_s=time.monotonic() - began)
+        self.log.info(
+            "sync.page_committed",
+            page=page_no,
+            items=len(rows),
+            inserted=inserted,
+            updated=updated,
+            invalid=invalid,
+            elapsed_s=time.monotonic() - began,
+        )
         if self.on_progress:
             self.on_progress(f"{self.request.account.name}/{self.request.resource}", c)
 
@@ -259,8 +310,10 @@ class SyncRun:
         # Missing offers are those this scan did not see; only a scan this run read whole knows.
         missing = await lease.complete(watermark=None, mark_missing=start_page == 1)
         if start_page > 1:
-            self.log.info("sync.missing_check_skipped", reason=f"resumed at page {start_page}; "
-                          "the next whole scan marks offers that disappeared")
+            self.log.info(
+                "sync.missing_check_skipped",
+                reason=f"resumed at page {start_page}; the next whole scan marks offers that disappeared",
+            )
         if missing:
             self.log.warning("sync.offers_missing", count=missing)
 
@@ -270,16 +323,23 @@ class SyncRun:
         per_page = self.settings.page_size
         state = await lease.state()
         order_plan = plan.plan_orders(
-            self.mode, state.watermark, state.checkpoint, started_at,
+            self.mode,
+            state.watermark,
+            state.checkpoint,
+            started_at,
             overlap=timedelta(seconds=self.settings.orders_overlap_s),
             horizon=timedelta(days=self.settings.orders_horizon_days),
-            max_span=timedelta(seconds=ORDER_WINDOW_MAX_S), per_page=per_page)
+            max_span=timedelta(seconds=ORDER_WINDOW_MAX_S),
+            per_page=per_page,
+        )
         if order_plan.first_window or order_plan.first_page > 1:
             self.log.info("sync.resuming", window=order_plan.first_window, page=order_plan.first_page)
         for index in range(order_plan.first_window, len(order_plan.windows)):
             after, before = order_plan.windows[index]
-            filters: dict[str, Any] = {"modifiedAfter": format_api_date(after, tz),
-                                       "modifiedBefore": format_api_date(before, tz)}
+            filters: dict[str, Any] = {
+                "modifiedAfter": format_api_date(after, tz),
+                "modifiedBefore": format_api_date(before, tz),
+            }
             if account.order_type is not None:
                 filters["type"] = account.order_type
 

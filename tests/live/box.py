@@ -30,20 +30,24 @@ BOOT = Path(__file__).with_name("boot.sh")
 TOOLS = ("unshare", "nsenter", "setpriv", "pivot_root", "mount", "umount", "hostname")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CAP_SYS_ADMIN = 21
-DROP_CAPS = ("-sys_module,-sys_time,-sys_rawio,-net_admin,-syslog,-mac_admin,-mac_override,"
-             "-audit_control,-wake_alarm,-block_suspend")
+DROP_CAPS = (
+    "-sys_module,-sys_time,-sys_rawio,-net_admin,-syslog,-mac_admin,-mac_override,"
+    "-audit_control,-wake_alarm,-block_suspend"
+)
 # Units the box must never start, even through a dependency: the host's databases, brokers
 # and monitoring (they already run on the host and share its network), networking, time,
 # hardware and periodic jobs.
-MASKS = ("postgresql* pg_* mariadb* mysql* redis* rabbitmq* mosquitto* nats* epmd* memcached* mongod* "
-         "prometheus* grafana* elasticsearch* docker* containerd* podman* ssh* cron* anacron* "
-         "networking.service systemd-networkd* NetworkManager* wpa_supplicant* ifup* ifupdown* "
-         "systemd-resolved.service systemd-timesyncd.service ntp* chrony* systemd-udev* "
-         "systemd-modules-load.service systemd-sysctl.service systemd-binfmt.service proc-sys-fs-binfmt_misc.* "
-         "systemd-remount-fs.service systemd-fsck* systemd-pstore.service systemd-hwdb-update.service "
-         "systemd-journald-audit.socket sys-kernel-*.mount sys-fs-fuse-connections.mount dev-hugepages.mount "
-         "getty@* serial-getty@* console-getty* container-getty@* apt-daily* dpkg-db-backup* fstrim* "
-         "e2scrub* logrotate* man-db* unattended-upgrades*")
+MASKS = (
+    "postgresql* pg_* mariadb* mysql* redis* rabbitmq* mosquitto* nats* epmd* memcached* mongod* "
+    "prometheus* grafana* elasticsearch* docker* containerd* podman* ssh* cron* anacron* "
+    "networking.service systemd-networkd* NetworkManager* wpa_supplicant* ifup* ifupdown* "
+    "systemd-resolved.service systemd-timesyncd.service ntp* chrony* systemd-udev* "
+    "systemd-modules-load.service systemd-sysctl.service systemd-binfmt.service proc-sys-fs-binfmt_misc.* "
+    "systemd-remount-fs.service systemd-fsck* systemd-pstore.service systemd-hwdb-update.service "
+    "systemd-journald-audit.socket sys-kernel-*.mount sys-fs-fuse-connections.mount dev-hugepages.mount "
+    "getty@* serial-getty@* console-getty* container-getty@* apt-daily* dpkg-db-backup* fstrim* "
+    "e2scrub* logrotate* man-db* unattended-upgrades*"
+)
 # What refusal() tries in new namespaces: an overlay over / with a tmpfs upper layer, thrown away.
 PROBE = """d=$(mktemp -d) && mount -t tmpfs probe "$d" && mkdir "$d/u" "$d/w" "$d/m" &&
 mount -t overlay -o "lowerdir=/,upperdir=$d/u,workdir=$d/w" probe "$d/m" && test -x "$d/m$1"
@@ -61,6 +65,7 @@ class BoxError(RuntimeError):
 @dataclass(frozen=True)
 class Hierarchy:
     """One cgroup hierarchy the box gets: where it is mounted, how, and our cgroup in it."""
+
     mountpoint: str
     type: str  # "cgroup" (v1) or "cgroup2"
     options: str  # v1: its controllers as /proc/self/cgroup names them ("memory", "name=systemd")
@@ -84,9 +89,8 @@ def cgroup_hierarchies() -> list[Hierarchy]:
         for fstype, options, root, mountpoint in mounts:
             v2 = fstype == "cgroup2"
             if (not controllers) == v2 and (v2 or set(controllers.split(",")) <= options):
-                inside = path[len(root):] if root != "/" and path.startswith(root) else path
-                found.append(Hierarchy(mountpoint, fstype, controllers or "-",
-                                       Path(mountpoint + inside.rstrip("/"))))
+                inside = path[len(root) :] if root != "/" and path.startswith(root) else path
+                found.append(Hierarchy(mountpoint, fstype, controllers or "-", Path(mountpoint + inside.rstrip("/"))))
                 break
     return found
 
@@ -110,9 +114,28 @@ def refusal(systemd: Path = SYSTEMD) -> str | None:
         if not os.access(hierarchy.current, os.W_OK):
             return f"cannot create cgroups in {hierarchy.current} (read-only or not ours)"
     try:
-        probe = subprocess.run(["unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "--cgroup",
-                                "--propagation", "private", "sh", "-c", PROBE, "probe", str(systemd)],
-                               capture_output=True, text=True, timeout=20, check=False)
+        probe = subprocess.run(
+            [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--mount",
+                "--uts",
+                "--ipc",
+                "--cgroup",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                PROBE,
+                "probe",
+                str(systemd),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "probing namespaces and overlayfs timed out"
     if probe.returncode != 0:
@@ -194,17 +217,29 @@ class Box:
             cgroup = hierarchy.current / self.name
             cgroup.mkdir()
             self._cgroups.append(cgroup)
-        env = {"PATH": PATH, "LANG": "C.UTF-8", "BOX_NAME": self.name, "BOX_STATE": str(self.state),
-               "BOX_CGROUP_PROCS": " ".join(str(c / "cgroup.procs") for c in self._cgroups),
-               "BOX_CGROUP_MOUNTS": "\n".join(f"{h.mountpoint} {h.type} {h.options}" for h in hierarchies),
-               "BOX_BINDS": " ".join(self.binds), "BOX_MASKS": self.masks, "BOX_SYSTEMD": str(SYSTEMD),
-               "BOX_DROP_CAPS": DROP_CAPS}
+        env = {
+            "PATH": PATH,
+            "LANG": "C.UTF-8",
+            "BOX_NAME": self.name,
+            "BOX_STATE": str(self.state),
+            "BOX_CGROUP_PROCS": " ".join(str(c / "cgroup.procs") for c in self._cgroups),
+            "BOX_CGROUP_MOUNTS": "\n".join(f"{h.mountpoint} {h.type} {h.options}" for h in hierarchies),
+            "BOX_BINDS": " ".join(self.binds),
+            "BOX_MASKS": self.masks,
+            "BOX_SYSTEMD": str(SYSTEMD),
+            "BOX_DROP_CAPS": DROP_CAPS,
+        }
         try:
             with open(self.console, "wb") as console:
                 # --pdeathsig: should this process die without stop(), so does the box.
-                self._launcher = subprocess.Popen(["setpriv", "--pdeathsig", "KILL", "--", "bash", str(BOOT), "launch"],
-                                                  env=env, stdin=subprocess.DEVNULL, stdout=console,
-                                                  stderr=subprocess.STDOUT, start_new_session=True)
+                self._launcher = subprocess.Popen(
+                    ["setpriv", "--pdeathsig", "KILL", "--", "bash", str(BOOT), "launch"],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=console,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             self.pid = self._wait_for_pid1(deadline)
             # The launcher goes back where it came from: the box's cgroups hold only the box.
             for hierarchy in hierarchies:
@@ -263,18 +298,54 @@ class Box:
 
     # --- inside ---------------------------------------------------------------------
 
-    def run(self, *argv: str, timeout: float = 60, input: str | None = None,
-            env: Mapping[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *argv: str,
+        timeout: float = 60,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command as root inside the box (a clean environment plus `env`). Past
         `timeout` the command is killed and subprocess.TimeoutExpired raised."""
         if self.pid is None:
             raise BoxError("the box is not running")
-        variables = {"PATH": PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root", "LANG": "C.UTF-8",
-                     "TERM": "dumb", "SYSTEMD_PAGER": "", "SYSTEMD_COLORS": "0", **(env or {})}
-        command = ["nsenter", "--target", str(self.pid), "--mount", "--uts", "--ipc", "--pid", "--cgroup",
-                   "--root", "--wd", "--", "env", "-i", *(f"{k}={v}" for k, v in variables.items()), *argv]
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        variables = {
+            "PATH": PATH,
+            "HOME": "/root",
+            "USER": "root",
+            "LOGNAME": "root",
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "SYSTEMD_PAGER": "",
+            "SYSTEMD_COLORS": "0",
+            **(env or {}),
+        }
+        command = [
+            "nsenter",
+            "--target",
+            str(self.pid),
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--pid",
+            "--cgroup",
+            "--root",
+            "--wd",
+            "--",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in variables.items()),
+            *argv,
+        ]
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:

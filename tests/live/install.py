@@ -34,8 +34,13 @@ USERNAMES = {"main": "main@sandbox.test", "fbe": "fbe@sandbox.test"}
 def python_refusal(python: Path = BOX_PYTHON) -> str | None:
     """Why `python` cannot build the box's venvs (one line), or None."""
     try:
-        probe = subprocess.run([str(python), "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"],
-                               capture_output=True, text=True, timeout=30, check=False)
+        probe = subprocess.run(
+            [str(python), "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except OSError:
         return f"{python} not found (install python3 >= 3.11 and python3-venv)"
     if probe.returncode != 0:
@@ -49,8 +54,9 @@ def wheelhouse(cache: Path, python: Path = BOX_PYTHON) -> Path:
     pyproject = (REPO / "pyproject.toml").read_bytes()
     meta = tomllib.loads(pyproject.decode())
     requirements = [*meta["build-system"]["requires"], *meta["project"]["dependencies"]]
-    version = subprocess.run([str(python), "-c", "import sys; print(sys.version)"], capture_output=True,
-                             text=True, check=True, timeout=30).stdout
+    version = subprocess.run(
+        [str(python), "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
     target = cache / f"live-wheels-{hashlib.sha256(pyproject + version.encode()).hexdigest()[:16]}"
     if target.is_dir():
         return target
@@ -58,9 +64,21 @@ def wheelhouse(cache: Path, python: Path = BOX_PYTHON) -> Path:
     with tempfile.TemporaryDirectory(dir=cache, prefix=".building-") as tmp:
         venv, wheels = Path(tmp) / "venv", Path(tmp) / "wheels"
         subprocess.run([str(python), "-m", "venv", str(venv)], check=True, timeout=120)
-        built = subprocess.run([str(venv / "bin" / "pip"), "wheel", "-q", "--disable-pip-version-check",
-                                "--wheel-dir", str(wheels), *requirements], capture_output=True, text=True,
-                               timeout=600, check=False)
+        built = subprocess.run(
+            [
+                str(venv / "bin" / "pip"),
+                "wheel",
+                "-q",
+                "--disable-pip-version-check",
+                "--wheel-dir",
+                str(wheels),
+                *requirements,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         assert built.returncode == 0, f"pip wheel failed:\n{built.stdout}{built.stderr}"
         try:
             wheels.rename(target)  # atomic: a parallel session that won the race built the same
@@ -74,7 +92,8 @@ def live_config(db_url: str, base_url: str, monitor_port: int) -> dict[str, Any]
     every few seconds, and a monitor that fails dead runs within seconds."""
     accounts: dict[str, Any] = {
         name: {"base_url": base_url, "username": USERNAMES[name], "password_file": f"/etc/emag-sync/{name}.password"}
-        for name in PASSWORDS}
+        for name in PASSWORDS
+    }
     accounts["fbe"]["order_type"] = 2
     return {
         "database": {"url": db_url},
@@ -88,6 +107,7 @@ def live_config(db_url: str, base_url: str, monitor_port: int) -> dict[str, Any]
 @dataclass
 class LiveHost:
     """A box with emag-sync installed and running, and what the tests need to drive it."""
+
     box: Box
     db_url: str
     base_url: str
@@ -116,8 +136,12 @@ class LiveHost:
         return self.run("journalctl", "--no-pager", "-o", "cat", "-u", unit, *args).stdout.splitlines()
 
     def runs(self, sql_filter: str = "TRUE", *args: object) -> list[dict[str, Any]]:
-        return query(self.db_url, "SELECT id, account, resource, status, pages_done, pages_total, error "
-                                  f"FROM emag_sync.sync_runs WHERE {sql_filter} ORDER BY id", *args)
+        return query(
+            self.db_url,
+            "SELECT id, account, resource, status, pages_done, pages_total, error "
+            f"FROM emag_sync.sync_runs WHERE {sql_filter} ORDER BY id",
+            *args,
+        )
 
 
 def deploy(box: Box, wheels: Path, *args: str) -> subprocess.CompletedProcess[str]:
