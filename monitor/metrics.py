@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from daemon import __version__
 from daemon.config import Settings
@@ -28,7 +29,7 @@ TOTAL_FIELDS = ("items_seen", "items_written", "api_requests", "api_retries", "a
 LATENCY_QUANTILES = (("0.5", "api_latency_p50_s"), ("0.95", "api_latency_p95_s"), ("1", "api_latency_max_s"))
 
 
-class Collector:
+class SyncCollector(Collector):  # an ABC before prometheus-client 0.24, a Protocol since
     def __init__(self, settings: Settings, state: MonitorState, snapshot: Snapshot | None) -> None:
         self.settings, self.state, self.snapshot = settings, state, snapshot
 
@@ -239,5 +240,5 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 def render(settings: Settings, state: MonitorState, snapshot: Snapshot | None) -> bytes:
     """The exposition text (format 0.0.4) for one scrape."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(settings, state, snapshot))
+    registry.register(SyncCollector(settings, state, snapshot))
     return generate_latest(registry)

@@ -86,8 +86,8 @@ def test_failed_and_timeout_exit_1(db_url: str, tmp_path: Path) -> None:
         doc = config_doc(db_url, base_url, accounts=("main",), sync={"timeout_s": 1.0})
         config = write_config(tmp_path / "c.toml", doc)
         proc = start_emag_sync(config, "once", "--resource", "offers")
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 1
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1, out + err
         assert "main/offers: timeout" in out
         bad = config_doc(db_url, base_url, accounts=("main",))
         bad["accounts"]["main"]["password"] = "wrong"

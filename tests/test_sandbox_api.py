@@ -13,6 +13,7 @@ import aiohttp
 import anyio
 import pytest
 
+from daemon.emag.client import basic_auth_header
 from sandbox import Market, Sandbox
 
 BASE = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
@@ -22,7 +23,7 @@ CREDENTIALS = {"main": ("main@sandbox.test", "sandbox-main"), "fbe": ("fbe@sandb
 
 def auth(account: str = "main", password: str | None = None) -> dict[str, str]:
     username, real_password = CREDENTIALS[account]
-    return {"Authorization": aiohttp.encode_basic_auth(username, password or real_password)}
+    return {"Authorization": basic_auth_header(username, password or real_password)}
 
 
 async def call(
@@ -52,7 +53,7 @@ async def test_wrong_or_missing_credentials_get_403(sb: Sandbox, session: aiohtt
     assert await call(session, sb, route, headers=auth("main", "wrong")) == (403, FORBIDDEN)
     assert await call(session, sb, route, headers={"X-No": "auth"}) == (403, FORBIDDEN)
     assert await call(session, sb, route, headers={"Authorization": "Basic !!!"}) == (403, FORBIDDEN)
-    fbe_user_main_password = {"Authorization": aiohttp.encode_basic_auth("fbe@sandbox.test", "sandbox-main")}
+    fbe_user_main_password = {"Authorization": basic_auth_header("fbe@sandbox.test", "sandbox-main")}
     assert await call(session, sb, route, headers=fbe_user_main_password) == (403, FORBIDDEN)
     status, body = await call(session, sb, route, account="fbe")
     assert status == 200 and body["isError"] is False

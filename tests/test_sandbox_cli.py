@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from daemon.emag.client import basic_auth_header
 from sandbox.cli import main, parse_account
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,8 +42,8 @@ async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     try:
         base_url = await wait_for_file(ready, proc)
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/api-3")
-        main_auth = {"Authorization": aiohttp.encode_basic_auth("main@sandbox.test", "sandbox-main")}
-        fbe_auth = {"Authorization": aiohttp.encode_basic_auth("fbe@sandbox.test", "sandbox-fbe")}
+        main_auth = {"Authorization": basic_auth_header("main@sandbox.test", "sandbox-main")}
+        fbe_auth = {"Authorization": basic_auth_header("fbe@sandbox.test", "sandbox-fbe")}
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{base_url}/product_offer/count", json={}, headers=main_auth) as resp:
                 assert (await resp.json())["results"]["noOfItems"] == "30"

@@ -10,11 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from daemon.emag.client import basic_auth_header
 from sandbox import Market, Sandbox
 
 BASE = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
-AUTH = {"Authorization": aiohttp.encode_basic_auth("main@sandbox.test", "sandbox-main")}
-FBE_AUTH = {"Authorization": aiohttp.encode_basic_auth("fbe@sandbox.test", "sandbox-fbe")}
+AUTH = {"Authorization": basic_auth_header("main@sandbox.test", "sandbox-main")}
+FBE_AUTH = {"Authorization": basic_auth_header("fbe@sandbox.test", "sandbox-fbe")}
 
 
 @pytest.fixture
