@@ -38,6 +38,9 @@ HEALTH_URL="${EMAG_SYNC_HEALTH_URL:-}"  # empty: from [monitor].listen (health_u
 HEALTH_TIMEOUT_S="${EMAG_SYNC_HEALTH_TIMEOUT_S:-30}"
 HEALTH_CMD="${EMAG_SYNC_DEPLOY_HEALTH_CMD:-}"
 read -r -a PIP_ARGS <<<"${EMAG_SYNC_DEPLOY_PIP_ARGS:-}"
+# The tested set of every package (constraints.txt, refreshed by .ci/refresh-constraints):
+# a deploy installs what the suite passed on, not whatever the index has that day.
+PIP_ARGS+=(-c "$REPO/constraints.txt")
 
 ROOT=""
 DRY_RUN=0
@@ -113,11 +116,34 @@ service_python_ok() {
 
 # ===================================================================== the local demo ===
 
+# The programs the test suite drives that PyPI does not ship (shellcheck comes with the test
+# extra): promtool and prometheus (alert rules, a real scrape), systemd (the live tests boot
+# it), curl and Debian's python3 with venv (the installer inside those tests). Installed
+# from Debian's packages when this runs as root, else named.
+test_tools() {
+    local need=()
+    command -v promtool >/dev/null && command -v prometheus >/dev/null || need+=(prometheus)
+    command -v systemd-analyze >/dev/null || need+=(systemd)
+    command -v curl >/dev/null || need+=(curl)
+    /usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+    [ "${#need[@]}" -gt 0 ] || return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+        say "installing what the test suite drives, from Debian: ${need[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        run apt-get update -qq
+        run apt-get install -y -qq --no-install-recommends "${need[@]}"
+    else
+        warn "the test suite needs ${need[*]}: sudo apt-get install ${need[*]} (tests that drive them fail until then)"
+    fi
+}
+
 local_demo() {
     local venv="$REPO/.venv" state="$REPO/.local" stamp url db="emag_sync_demo" cluster rc=0
     need_python "$PYTHON"
     stamp="$venv/.emag-sync-installed"
-    if [ ! -x "$venv/bin/emag-sync" ] || [ ! -e "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ]; then
+    test_tools
+    if [ ! -x "$venv/bin/emag-sync" ] || [ ! -e "$stamp" ] || [ "$REPO/pyproject.toml" -nt "$stamp" ] \
+        || [ "$REPO/constraints.txt" -nt "$stamp" ]; then
         say "installing emag-sync into $venv (editable, with test extras)"
         [ -x "$venv/bin/python" ] || run "$PYTHON" -m venv "$venv"
         run "$venv/bin/pip" install -q --disable-pip-version-check "${PIP_ARGS[@]}" -e "${REPO}[test]"
@@ -414,7 +440,7 @@ install_or_upgrade() {
         run mkdir -p "$src"
         printf '+ tar -C %q -c . | tar -C %q -x   (without .git, .venv, build, .local, caches)\n' "$REPO" "$src"
         if [ "$DRY_RUN" -eq 0 ]; then
-            tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./.ci/venv --exclude=./build \
+            tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude='./.ci/*venv' --exclude=./build \
                 --exclude=./.local --exclude='*.egg-info' --exclude=__pycache__ --exclude=.hypothesis \
                 --exclude=.pytest_cache -cf - . | tar -C "$src" -xf -
         fi

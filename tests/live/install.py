@@ -49,15 +49,20 @@ def python_refusal(python: Path = BOX_PYTHON) -> str | None:
 
 
 def wheelhouse(cache: Path, python: Path = BOX_PYTHON) -> Path:
-    """Wheels of the project's build and runtime requirements for `python`, in a directory
-    keyed by pyproject.toml and the interpreter's version: built once, then reused."""
+    """Wheels of the project's build and runtime requirements for `python`, pinned by
+    constraints.txt as the installer pins them, in a directory keyed by pyproject.toml,
+    the constraints and the interpreter's version: built once, then reused."""
     pyproject = (REPO / "pyproject.toml").read_bytes()
+    constraints = REPO / "constraints.txt"
     meta = tomllib.loads(pyproject.decode())
     requirements = [*meta["build-system"]["requires"], *meta["project"]["dependencies"]]
     version = subprocess.run(
         [str(python), "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True, timeout=30
     ).stdout
-    target = cache / f"live-wheels-{hashlib.sha256(pyproject + version.encode()).hexdigest()[:16]}"
+    target = (
+        cache
+        / f"live-wheels-{hashlib.sha256(pyproject + constraints.read_bytes() + version.encode()).hexdigest()[:16]}"
+    )
     if target.is_dir():
         return target
     cache.mkdir(parents=True, exist_ok=True)
@@ -72,6 +77,8 @@ def wheelhouse(cache: Path, python: Path = BOX_PYTHON) -> Path:
                 "--disable-pip-version-check",
                 "--wheel-dir",
                 str(wheels),
+                "-c",
+                str(constraints),
                 *requirements,
             ],
             capture_output=True,
