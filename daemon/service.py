@@ -10,7 +10,6 @@ the boot, and a stop is honoured in every phase within shutdown_grace_s + 5 s.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -18,9 +17,9 @@ import time
 import anyio
 import structlog
 
-from daemon import logs
-from daemon.config import ConfigError, Settings, load
+from daemon.config import Settings
 from daemon.constants import EXIT_OK
+from daemon.lifecycle import reread, watch_signals
 from daemon.listen import Listener
 from daemon.notify import Notifier, watchdog_loop
 from daemon.requests import CHANNEL as REQUESTS_CHANNEL
@@ -35,7 +34,6 @@ from daemon.webhooks import WebhookSender
 log = structlog.get_logger("daemon.service")
 
 DEFERRED_CLOSE_EVERY_S = 2.0
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # After a stop signal: the drain grace, then this long for cancelled runs to close their
 # rows and the pool to close. Past it the process exits anyway (a last resort for a
 # database or network that stopped answering mid-close); rows left running are failed by
@@ -67,7 +65,7 @@ class Service:
         self._stop = anyio.Event()
         self._reconfigured = anyio.Event()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_signals)
+            tg.start_soon(watch_signals, self.reload, self._on_stop_signal)
             tg.start_soon(watchdog_loop, self.notifier, self.alive)
             self.notifier.ready("connecting to the database")
             log.info("service.ready", accounts=",".join(self.settings.names))
@@ -147,31 +145,21 @@ class Service:
         for item in await store.close_deferred():
             log.warning("sync.run_closed_late", run_id=item.run_id, status=item.status, error=item.error)
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    self.reload()
-                    continue
-                log.info("service.signal", signal=signal.Signals(signum).name)
-                if self._stop.is_set():
-                    continue
-                self._stop.set()
-                self.notifier.stopping("stopping: draining runs")
-                _exit_anyway_after(self.settings.schedule.shutdown_grace_s + STOP_MARGIN_S)
-                if self.scheduler is not None:
-                    self.scheduler.stop()
+    def _on_stop_signal(self, name: str) -> None:
+        log.info("service.signal", signal=name)
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self.notifier.stopping("stopping: draining runs")
+        _exit_anyway_after(self.settings.schedule.shutdown_grace_s + STOP_MARGIN_S)
+        if self.scheduler is not None:
+            self.scheduler.stop()
 
     def reload(self) -> None:
         """SIGHUP: re-read the configuration; a bad file keeps the old one running."""
-        self.notifier.reloading()
-        try:
-            new = load(self.config_path)
-        except ConfigError as exc:
-            log.error("service.reload_failed", error=str(exc))
-            self.notifier.ready(f"reload failed, kept the previous configuration: {exc}"[:200])
+        new = reread(self.config_path, self.notifier, "service", need_secrets=True)
+        if new is None:
             return
-        logs.configure(new.log.format, new.log.level, secrets=[a.password for a in new.accounts])
         if new.database != self.settings.database:
             log.warning(
                 "service.reload_needs_restart",

@@ -5,15 +5,14 @@ signals. HTTP comes first and READY=1 with it, so a database outage shows as
 
 from __future__ import annotations
 
-import signal
 import time
 
 import anyio
 import structlog
 
-from daemon import logs
-from daemon.config import ConfigError, Settings, load
+from daemon.config import Settings
 from daemon.constants import EXIT_OK
+from daemon.lifecycle import reread, watch_signals
 from daemon.notify import Notifier, watchdog_loop
 from daemon.store import SchemaMismatch, Store, StoreUnavailable
 from daemon.store.recovery import monitor_identity
@@ -25,7 +24,6 @@ from monitor.state import MonitorState
 log = structlog.get_logger("monitor.service")
 
 POOL_SIZE = 4  # passes, scrapes and health checks; the monitor holds no long leases
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 APPLICATION_NAME = "emag-sync-monitor"
 
 
@@ -57,6 +55,10 @@ class MonitorService:
         """What SIGTERM does; tests call it directly."""
         self._stop.set()
 
+    def _on_stop_signal(self, name: str) -> None:
+        log.info("monitor.signal", signal=name)
+        self.stop()
+
     def alive(self) -> bool:
         """The watchdog's question: has the loop ticked (a pass, or a connection attempt) lately?"""
         limit = 3 * self.settings.monitor.interval_s + self.settings.database.statement_timeout_s + DB_RETRY_MAX_S
@@ -65,7 +67,7 @@ class MonitorService:
     async def serve(self) -> int:
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_signals)
+                tg.start_soon(watch_signals, self.reload, self._on_stop_signal)
                 tg.start_soon(self._stop_on_request, tg.cancel_scope)
                 async with serve_http(self.ctx, self.settings.monitor.host, self.settings.monitor.port) as address:
                     self.address = address
@@ -125,26 +127,12 @@ class MonitorService:
         log.info("monitor.stopping")
         scope.cancel()
 
-    async def _watch_signals(self) -> None:
-        with anyio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    self.reload()
-                    continue
-                log.info("monitor.signal", signal=signal.Signals(signum).name)
-                self.stop()
-
     def reload(self) -> None:
         """SIGHUP: re-read the configuration (intervals, thresholds, retention, accounts, log);
         a bad file keeps the running one. The listen address and the database need a restart."""
-        self.notifier.reloading()
-        try:
-            new = load(self.config_path, need_secrets=False)
-        except ConfigError as exc:
-            log.error("monitor.reload_failed", error=str(exc))
-            self.notifier.ready(f"reload failed, kept the previous configuration: {exc}"[:200])
+        new = reread(self.config_path, self.notifier, "monitor", need_secrets=False)
+        if new is None:
             return
-        logs.configure(new.log.format, new.log.level)
         old = self.settings
         for key, before, after in (
             ("monitor.listen", (old.monitor.host, old.monitor.port), (new.monitor.host, new.monitor.port)),
