@@ -171,5 +171,12 @@ async def test_a_listener_hears_each_page_that_changed_rows(db_url: str, market:
             assert newest[("main", resource)] == top  # the payload names the newest committed change
         assert len([n for _, n in first if n["resource"] == "offers"]) == 6  # one per page that changed rows
         assert len(heard) == len(first) + 1
+        # any writer is announced, not only the daemon's queries: the tables' triggers send it
+        seq = await listener.fetchval(
+            "UPDATE emag_sync.orders SET content_hash = '\\x01' WHERE account = 'main' "
+            "AND id = (SELECT min(id) FROM emag_sync.orders) RETURNING change_seq"
+        )
+        await asyncio.sleep(0.2)
+        assert heard[-1][1] == {"account": "main", "resource": "orders", "change_seq": seq}
     finally:
         await listener.close()

@@ -104,8 +104,8 @@ TRUNCATE pg_temp.emag_sync_scan_seen;
 -- name: upsert_offers
 -- One page of offers in one statement: new rows inserted, changed or returning rows
 -- rewritten (change_seq taken by the trigger or the default), unchanged rows not touched
--- at all (no new row version, no row lock); the ids seen go to the scan table; the change
--- feed is notified. Returns inserted, updated and the page's highest change number.
+-- at all (no new row version, no row lock); the ids seen go to the scan table (the change
+-- feed is notified by the tables' triggers). Returns inserted and updated.
 WITH input AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::bigint[], $8::smallint[], $9::numeric[], $10::numeric[],
@@ -124,7 +124,7 @@ WITH input AS (
       FROM input i
      WHERE NOT EXISTS (SELECT 1 FROM {schema}.offers o WHERE o.account = $1 AND o.id = i.id)
     ON CONFLICT (account, id) DO NOTHING
-    RETURNING change_seq
+    RETURNING 1
 ), updated AS (
     UPDATE {schema}.offers o
        SET part_number = i.part_number, part_number_key = i.part_number_key, name = i.name,
@@ -136,40 +136,26 @@ WITH input AS (
       FROM input i
      WHERE o.account = $1 AND o.id = i.id
        AND (o.content_hash IS DISTINCT FROM i.content_hash OR o.missing_since IS NOT NULL)
-    RETURNING o.change_seq
+    RETURNING 1
 ), seen AS (
     INSERT INTO pg_temp.emag_sync_scan_seen (id) SELECT id FROM input
-), changes AS (
-    SELECT max(change_seq) AS last FROM (SELECT change_seq FROM inserted UNION ALL
-                                         SELECT change_seq FROM updated) c
-), notified AS (
-    SELECT pg_notify('emag_sync_changes', json_build_object('account', $1::text, 'resource', 'offers',
-                     'change_seq', last)::text)
-      FROM changes WHERE last IS NOT NULL
 )
-SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM updated) AS updated,
-       (SELECT last FROM changes) AS change_seq, (SELECT count(*) FROM notified) AS notified;
+SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM updated) AS updated;
 
 -- name: mark_missing_offers
 -- After a full scan that this session read from its first page: offers it did not see are
--- marked missing (a change), never deleted. Returns how many, and the last change number.
+-- marked missing (a change), never deleted. Returns how many.
 WITH marked AS (
     UPDATE {schema}.offers o SET missing_since = now()
      WHERE o.account = $1 AND o.missing_since IS NULL
        AND NOT EXISTS (SELECT 1 FROM pg_temp.emag_sync_scan_seen s WHERE s.id = o.id)
-    RETURNING o.change_seq
-), changes AS (
-    SELECT count(*) AS marked, max(change_seq) AS last FROM marked
-), notified AS (
-    SELECT pg_notify('emag_sync_changes', json_build_object('account', $1::text, 'resource', 'offers',
-                     'change_seq', last)::text)
-      FROM changes WHERE last IS NOT NULL
+    RETURNING 1
 )
-SELECT marked, last AS change_seq, (SELECT count(*) FROM notified) AS notified FROM changes;
+SELECT count(*) AS marked FROM marked;
 
 -- name: upsert_orders
 -- One page of orders in one statement: new inserted, changed rewritten, unchanged not
--- touched; the change feed is notified. Returns inserted, updated, the highest change number.
+-- touched. Returns inserted and updated.
 WITH input AS (
     SELECT * FROM unnest($2::bigint[], $3::smallint[], $4::smallint[], $5::boolean[],
                          $6::integer[], $7::timestamptz[], $8::timestamptz[], $9::text[],
@@ -183,7 +169,7 @@ WITH input AS (
       FROM input i
      WHERE NOT EXISTS (SELECT 1 FROM {schema}.orders o WHERE o.account = $1 AND o.id = i.id)
     ON CONFLICT (account, id) DO NOTHING
-    RETURNING change_seq
+    RETURNING 1
 ), updated AS (
     UPDATE {schema}.orders o
        SET status = i.status, type = i.type, is_complete = i.is_complete,
@@ -191,17 +177,9 @@ WITH input AS (
            raw = i.raw::jsonb, content_hash = i.content_hash, updated_at = now()
       FROM input i
      WHERE o.account = $1 AND o.id = i.id AND o.content_hash IS DISTINCT FROM i.content_hash
-    RETURNING o.change_seq
-), changes AS (
-    SELECT max(change_seq) AS last FROM (SELECT change_seq FROM inserted UNION ALL
-                                         SELECT change_seq FROM updated) c
-), notified AS (
-    SELECT pg_notify('emag_sync_changes', json_build_object('account', $1::text, 'resource', 'orders',
-                     'change_seq', last)::text)
-      FROM changes WHERE last IS NOT NULL
+    RETURNING 1
 )
-SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM updated) AS updated,
-       (SELECT last FROM changes) AS change_seq, (SELECT count(*) FROM notified) AS notified;
+SELECT (SELECT count(*) FROM inserted) AS inserted, (SELECT count(*) FROM updated) AS updated;
 
 -- name: register_pairs
 -- The (account, resource) pairs a daemon's configuration syncs, known before their first run
