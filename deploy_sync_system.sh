@@ -412,10 +412,19 @@ install_or_upgrade() {
     run chmod 0750 "$ETC"
     run chmod 0640 "$CONFIG"
     [ "$SYSTEM" -eq 0 ] || run chown root:"$SERVICE_USER" "$ETC" "$CONFIG"
+    # The unit's credentials (the eMAG passwords) are root's alone: systemd hands them over.
+    # Another password file (database.password, 0640 root:emag-sync so that the group's
+    # operators can run `emag-sync status`) only loses what the world could read.
+    local loaded
+    loaded="$(credentials | sed 's|^[^:]*:||')"
     for secret in "$ETC"/*.password; do
         [ -e "$secret" ] || continue
-        run chmod 0600 "$secret"
-        [ "$SYSTEM" -eq 0 ] || run chown root:root "$secret"
+        if grep -qxF "${secret#"$ROOT"}" <<<"$loaded"; then
+            run chmod 0600 "$secret"
+            [ "$SYSTEM" -eq 0 ] || run chown root:root "$secret"
+        else
+            run chmod o-rwx "$secret"
+        fi
     done
 
     # --- a new venv beside the current one

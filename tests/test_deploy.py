@@ -257,12 +257,16 @@ def test_upgrade_keeps_config_and_secrets_and_the_previous_venv(root: Path, fake
     etc, opt = configured(root, fake_venv)
     first = os.readlink(opt / "venv")
     (etc / "main.password").chmod(0o644)
+    (etc / "database.password").write_text("db-secret\n")
+    (etc / "database.password").chmod(0o644)
 
     proc = deploy("--venv-from", str(fake_venv), root=root)
     assert proc.returncode == 0, proc.stderr
     assert (etc / "emag-sync.toml").read_text() == "# the operator's own config\n"  # never overwritten
     assert (etc / "main.password").read_text() == "main-secret\n"
-    assert stat.S_IMODE((etc / "main.password").stat().st_mode) == 0o600
+    assert stat.S_IMODE((etc / "main.password").stat().st_mode) == 0o600  # a credential the unit loads
+    # not a credential: the group keeps reading it (README: 0640 root:emag-sync), the world loses it
+    assert stat.S_IMODE((etc / "database.password").stat().st_mode) == 0o640
     second = os.readlink(opt / "venv")
     assert second != first and os.readlink(opt / "venv.previous") == first
     assert venv_dirs(opt) == sorted([first, second])
