@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from urllib.parse import urlsplit
+
 import anyio
 import asyncpg
 import pytest
@@ -58,6 +61,31 @@ async def test_daemon_refuses_an_older_schema(empty_db_url: str) -> None:
         assert await store.check_schema() == latest_version()
     finally:
         await store.close()
+
+
+async def test_a_role_that_owns_only_its_schema_can_migrate_and_sync(empty_db_url: str) -> None:
+    """The README's set-up: a LOGIN role and a schema it owns, no other right on the database
+    (so no CREATE on it: CREATE SCHEMA IF NOT EXISTS alone would be refused)."""
+    role = f"emag_sync_r_{uuid.uuid4().hex[:8]}"
+    admin_conn = await asyncpg.connect(empty_db_url)
+    try:
+        await admin_conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+        await admin_conn.execute(f"CREATE SCHEMA emag_sync AUTHORIZATION {role}")
+        url = urlsplit(empty_db_url)
+        as_role = DatabaseSettings(url=url._replace(netloc=f"{role}:pw-{role}@{url.hostname}:{url.port}").geturl())
+        assert await migrate(as_role) == list(range(1, latest_version() + 1))
+        store = await Store.open(as_role)
+        try:
+            await store.check_schema()
+            async with store.lease("main", "offers") as lease:
+                await lease.open_run("full", "test")
+                await lease.begin_scan()  # the scan's temporary table: TEMP is PUBLIC's by default
+        finally:
+            await store.close()
+    finally:
+        await admin_conn.execute(f"DROP OWNED BY {role}")
+        await admin_conn.execute(f"DROP ROLE {role}")
+        await admin_conn.close()
 
 
 def test_migrations_are_numbered_without_gaps() -> None:

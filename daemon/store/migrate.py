@@ -7,7 +7,7 @@ import asyncpg
 from daemon.config import DatabaseSettings
 from daemon.store.driver import translate
 from daemon.store.lease import lock_key
-from daemon.store.queries import load_migrations, load_queries
+from daemon.store.queries import load_migrations, load_queries, quote_ident
 
 
 async def migrate(settings: DatabaseSettings) -> list[int]:
@@ -24,7 +24,8 @@ async def migrate(settings: DatabaseSettings) -> list[int]:
         try:
             async with conn.transaction():
                 await conn.execute(q["migration_lock"], lock_key(settings.schema, "-", "migrate"))
-                await conn.execute(q["create_schema"])
+                if not await conn.fetchval(q["schema_exists"], quote_ident(settings.schema)):
+                    await conn.execute(q["create_schema"])
                 await conn.execute(q["create_migrations_table"])
                 done = {r["version"] for r in await conn.fetch(q["applied_migrations"])}
                 for migration in load_migrations(settings.schema):

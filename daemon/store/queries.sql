@@ -282,9 +282,14 @@ SELECT s.account, s.resource, s.watermark, s.checkpoint,
 -- Serialise concurrent `emag-sync migrate` runs (held until the transaction ends).
 SELECT pg_advisory_xact_lock($1);
 
+-- name: schema_exists
+-- $1: the quoted schema name.
+SELECT to_regnamespace($1) IS NOT NULL;
+
 -- name: create_schema
--- The schema itself (first migrate only).
-CREATE SCHEMA IF NOT EXISTS {schema};
+-- The schema itself, when it does not exist yet (CREATE SCHEMA IF NOT EXISTS would need
+-- the CREATE right on the database even then, which the README's role does not have).
+CREATE SCHEMA {schema};
 
 -- name: create_migrations_table
 -- The record of applied migrations.
