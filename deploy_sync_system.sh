@@ -393,7 +393,9 @@ install_or_upgrade() {
     preflight
     umask 022  # the venv must be readable by the service user whatever root's umask is
     if [ "$SYSTEM" -eq 1 ] && ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
-        run useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        local group=(--user-group)  # a group left over (an older purge, made by hand) is reused
+        ! getent group "$SERVICE_USER" >/dev/null || group=(--gid "$SERVICE_USER")
+        run useradd --system "${group[@]}" --no-create-home --home-dir /nonexistent \
             --shell /usr/sbin/nologin --comment "emag-sync daemon" "$SERVICE_USER"
     fi
     service_python_ok
@@ -580,7 +582,14 @@ uninstall() {
     if [ "$PURGE" -eq 1 ]; then
         for unit in "${UNITS[@]}"; do run rm -rf "$UNIT_DIR/$unit.d"; done
         run rm -rf "$ETC"
-        if [ "$SYSTEM" -eq 1 ] && id -u "$SERVICE_USER" >/dev/null 2>&1; then run userdel "$SERVICE_USER"; fi
+        if [ "$SYSTEM" -eq 1 ]; then
+            if id -u "$SERVICE_USER" >/dev/null 2>&1; then run userdel "$SERVICE_USER" 2>/dev/null; fi
+            # userdel keeps a group that has members (operators added for `emag-sync status`)
+            if getent group "$SERVICE_USER" >/dev/null; then
+                say "removing the group $SERVICE_USER (members: $(getent group "$SERVICE_USER" | cut -d: -f4))"
+                run groupdel "$SERVICE_USER"
+            fi
+        fi
         say "purged $ETC. The database is kept; to drop emag-sync's tables, as a PostgreSQL superuser:"
         say "  psql -d YOUR_DB -c 'DROP SCHEMA emag_sync CASCADE'   (the schema named in [database].schema)"
     elif [ -d "$ETC" ]; then

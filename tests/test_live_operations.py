@@ -239,7 +239,13 @@ def test_rollback_reinstall_uninstall_purge(live_host: LiveHost, live_wheelhouse
     for path in ("/etc/emag-sync", "/opt/emag-sync", "/usr/local/bin/emag-sync"):
         assert host.box.run("test", "-e", path).returncode != 0, path
     assert host.box.run("id", "emag-sync").returncode != 0
+    # the group goes too, members or not (an operator was added for `emag-sync status`), so a
+    # later install starts clean; a kept group once made its useradd fail
+    assert host.box.run("getent", "group", "emag-sync").returncode != 0, purged.stdout
     assert query(host.db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs")[0]["n"] > 0  # the data stays
+    host.run("groupadd", "--system", "emag-sync")  # as if left by an older release's purge
+    fresh = deploy(host.box, live_wheelhouse)
+    assert "first install" in fresh.stdout and host.box.run("id", "emag-sync").returncode == 0, fresh.stderr
     print(
         f"\nlive: --rollback {rollback_s:.1f} s; --uninstall kept the config; re-install to healthy "
         f"{reinstall_s:.1f} s; --uninstall --purge removed config, venvs, commands and user, kept the database"
