@@ -14,12 +14,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from daemon import logs
 from daemon.config import DatabaseSettings
 from daemon.store import Store, migrate
-from sandbox.testbed import admin, dsn_for
+from sandbox.testbed import admin, connection, dsn_for
 from tests.live.box import Box, BoxRefused, refusal
 from tests.live.install import LiveHost, install, python_refusal, save_journal, wheelhouse
 from tests.processes import sandbox_process
@@ -60,6 +61,13 @@ def empty_db_url() -> Iterator[str]:
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     yield dsn_for(name)
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A session on the test's database, of its own (not the store's), closed after the test."""
+    async with connection(db_url) as session:
+        yield session
 
 
 @pytest.fixture

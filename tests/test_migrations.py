@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import anyio
-import asyncpg
 import pytest
 
 from daemon.config import DatabaseSettings
 from daemon.store import SchemaMismatch, Store, migrate
 from daemon.store.queries import latest_version, load_migrations
+from sandbox.testbed import connection
 
 
 async def _tables(url: str, schema: str) -> set[str]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connection(url) as conn:
         rows = await conn.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema)
-        return {r["table_name"] for r in rows}
-    finally:
-        await conn.close()
+    return {r["table_name"] for r in rows}
 
 
 async def test_migrate_creates_everything_then_is_a_noop(empty_db_url: str) -> None:

@@ -29,6 +29,7 @@ from monitor.http import MonitorContext, serve_http
 from monitor.recovery_loop import run_pass
 from monitor.service import MonitorService
 from monitor.state import MonitorState
+from sandbox.testbed import connection
 from tests.harness import toml_text
 from tests.notify_socket import NotifySocket
 from tests.test_recovery import SCHEMA, insert_run, settings_for
@@ -90,11 +91,9 @@ def pair(account: str, resource: str, **extra: str) -> tuple[tuple[str, str], ..
     return tuple(sorted({"account": account, "resource": resource, **extra}.items()))
 
 
-async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
+async def test_metrics_family_by_family(db_url: str, conn: asyncpg.Connection, store: Store) -> None:
     settings = settings_for(db_url)
-    conn = await asyncpg.connect(db_url)
-    holder = await asyncpg.connect(db_url)
-    try:
+    async with connection(db_url) as holder:  # a live run's session, holding main/offers' lock
         ids = await seed(conn)
         await conn.execute(
             f"UPDATE {SCHEMA}.sync_runs SET api_latency_p50_s = 0.2, api_latency_p95_s = 0.9, "
@@ -115,9 +114,6 @@ async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
         )
         async with monitor_http(MonitorContext(settings, state, store)) as base:
             status, content_type, text = await get(base + "/metrics")
-    finally:
-        await holder.close()
-        await conn.close()
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
     m, t = families(text), types(text)
     assert m["emag_sync_up"] == {(): 1.0}
@@ -260,9 +256,8 @@ async def test_service_waits_for_the_database_then_serves_and_stops(
 
 
 async def test_service_fails_dead_runs_on_its_own_and_reports_status(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, conn: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conn = await asyncpg.connect(db_url)
     sock = NotifySocket(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock.path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
@@ -288,7 +283,6 @@ async def test_service_fails_dead_runs_on_its_own_and_reports_status(
         sock.wait_for("STOPPING", "1", timeout_s=5)
     finally:
         sock.close()
-        await conn.close()
 
 
 def write_monitor_config(path: Path, db_url: str, port: int = 0) -> Path:
@@ -303,12 +297,9 @@ def write_monitor_config(path: Path, db_url: str, port: int = 0) -> Path:
 
 def test_once_command(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async def setup() -> int:
-        c = await asyncpg.connect(db_url)
-        try:
+        async with connection(db_url) as c:
             await insert_run(c, status="completed", started_ago_s=200 * 86400)
             return await insert_run(c, "main", "orders", heartbeat_ago_s=600)
-        finally:
-            await c.close()
 
     dead = asyncio.run(setup())
     config = write_monitor_config(tmp_path / "c.toml", db_url)
