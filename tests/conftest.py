@@ -20,12 +20,10 @@ import pytest
 from daemon import logs
 from daemon.config import DatabaseSettings
 from daemon.store import Store, migrate
-from sandbox.testbed import admin, connection, dsn_for
+from sandbox.testbed import REPO, admin, connection, dsn_for
 from tests.live.box import Box, BoxRefused, refusal
 from tests.live.install import LiveHost, install, python_refusal, save_journal, wheelhouse
 from tests.processes import sandbox_process
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)

@@ -10,12 +10,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import asyncpg
 import pytest
@@ -25,51 +22,15 @@ from daemon import __version__
 from daemon.notify import Notifier
 from daemon.store import Store, lock_key
 from monitor import cli as monitor_cli
-from monitor.http import MonitorContext, serve_http
+from monitor.http import MonitorContext
 from monitor.recovery_loop import run_pass
 from monitor.service import MonitorService
 from monitor.state import MonitorState
 from sandbox.testbed import connection
 from tests.harness import toml_text
+from tests.history import SCHEMA, insert_run, seed, settings_for
 from tests.notify_socket import NotifySocket
-from tests.test_recovery import SCHEMA, insert_run, settings_for
-
-
-async def seed(conn: asyncpg.Connection) -> dict[str, int]:
-    """History of main/offers, main/orders, fbe/offers; a live stale run; a dead run; table rows."""
-    ids = {
-        "ok_old": await insert_run(
-            conn, status="completed", started_ago_s=3600, duration_s=40, items=500, api=(10, 1, 0)
-        ),
-        "ok_last": await insert_run(
-            conn, status="completed", started_ago_s=600, duration_s=42.5, items=700, api=(12, 2, 1)
-        ),
-        "failed": await insert_run(conn, status="failed", started_ago_s=300, items=5, api=(3, 3, 2)),
-        "timeout": await insert_run(conn, "main", "orders", status="timeout", started_ago_s=200, api=(4, 0, 0)),
-        "orders_ok": await insert_run(
-            conn, "main", "orders", status="completed", started_ago_s=100, duration_s=2, items=9, api=(2, 0, 0)
-        ),
-        "fbe_cancelled": await insert_run(conn, "fbe", "offers", status="cancelled", started_ago_s=50),
-        "alive": await insert_run(conn, "main", "offers", heartbeat_ago_s=200, started_ago_s=250, api=(7, 0, 5)),
-        "dead": await insert_run(conn, "fbe", "orders", heartbeat_ago_s=400, started_ago_s=500),
-    }
-    await conn.execute(f"""INSERT INTO {SCHEMA}.offers (account, id, raw, content_hash, missing_since)
-                           SELECT 'main', g, '{{}}', '\\x00', CASE WHEN g > 8 THEN now() END
-                             FROM generate_series(1, 10) g""")
-    await conn.execute(f"""INSERT INTO {SCHEMA}.orders (account, id, raw, content_hash)
-                           SELECT a, g, '{{}}', '\\x00' FROM generate_series(1, 3) g, unnest(ARRAY['main', 'fbe']) a""")
-    return ids
-
-
-@asynccontextmanager
-async def monitor_http(ctx: MonitorContext) -> AsyncIterator[str]:
-    async with serve_http(ctx, "127.0.0.1", 0) as (host, port):
-        yield f"http://{host}:{port}"
-
-
-async def get(url: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as response:
-        return response.status, response.headers.get("Content-Type", ""), await response.text()
+from tests.scrape import get, monitor_http
 
 
 def families(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

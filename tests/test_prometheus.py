@@ -21,9 +21,9 @@ from daemon.store import Store
 from monitor.http import MonitorContext
 from monitor.recovery_loop import run_pass
 from monitor.state import MonitorState
-from tests.conftest import REPO
-from tests.test_monitor import get, monitor_http, seed
-from tests.test_recovery import SCHEMA, insert_run, settings_for
+from sandbox.testbed import REPO
+from tests.history import SCHEMA, insert_run, seed, settings_for
+from tests.scrape import get, monitor_http
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

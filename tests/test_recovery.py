@@ -13,69 +13,14 @@ import asyncpg
 import pytest
 
 from daemon import cli as daemon_cli
-from daemon.config import Settings, parse
 from daemon.report import status_text
 from daemon.store import Store, lock_key
 from daemon.store.recovery import fail_if_stuck, recover_stuck, recovery_pass, running_runs, trim_history
 from sandbox.testbed import connection, query
 from tests.harness import toml_text
+from tests.history import SCHEMA, insert_run
 
-SCHEMA = "emag_sync"
 BY = f"emag-sync-monitor {socket.gethostname()}:4242"
-
-
-def settings_for(db_url: str, **monitor: Any) -> Settings:
-    doc: dict[str, Any] = {
-        "database": {"url": db_url},
-        "accounts": {
-            name: {"base_url": "http://127.0.0.1:9", "username": f"{name}@x.test", "password": "pw-secret"}
-            for name in ("main", "fbe")
-        },
-        "sync": {"heartbeat_interval_s": 1.0},
-        "monitor": {"stuck_threshold_s": 60.0, "interval_s": 0.2, "listen": "127.0.0.1:0", **monitor},
-    }
-    return parse(doc, env={})
-
-
-async def insert_run(
-    conn: asyncpg.Connection,
-    account: str = "main",
-    resource: str = "offers",
-    *,
-    status: str = "running",
-    started_ago_s: float = 300,
-    heartbeat_ago_s: float = 120,
-    duration_s: float = 30,
-    items: int = 0,
-    api: tuple[int, int, int] = (0, 0, 0),
-    register: bool = True,
-) -> int:
-    """A sync_runs row as the daemon would leave it (running: as if its process died)."""
-    finished = None if status == "running" else float(max(0.0, started_ago_s - duration_s))
-    run_id = await conn.fetchval(
-        f"""INSERT INTO {SCHEMA}.sync_runs (account, resource, mode, trigger, status, started_at, heartbeat_at,
-                finished_at, items_seen, items_written, api_requests, api_retries, api_throttled, host, pid, lock_key)
-            VALUES ($1, $2, 'full', 'test', $3, now() - make_interval(secs => $4),
-                    now() - make_interval(secs => $5), now() - make_interval(secs => $6::float8), $7, $7,
-                    $8, $9, $10, 'h', 1, $11)
-            RETURNING id""",
-        account,
-        resource,
-        status,
-        float(started_ago_s),
-        float(heartbeat_ago_s),
-        finished,
-        items,
-        *api,
-        lock_key(SCHEMA, account, resource),
-    )
-    if register:
-        await conn.execute(
-            f"INSERT INTO {SCHEMA}.sync_state (account, resource) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            account,
-            resource,
-        )
-    return run_id
 
 
 async def status_of(conn: asyncpg.Connection, run_id: int) -> dict[str, Any]:

@@ -13,8 +13,7 @@ import aiohttp
 import pytest
 
 from sandbox.cli import main, parse_account
-
-REPO = Path(__file__).resolve().parent.parent
+from sandbox.testbed import REPO
 
 
 async def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout_s: float = 15.0) -> str:

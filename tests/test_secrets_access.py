@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.testbed import REPO
 from tests.harness import config_doc, write_config
 
-REPO = Path(__file__).resolve().parent.parent
 NOBODY = 65534
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run commands as another user")

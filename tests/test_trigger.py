@@ -15,12 +15,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sandbox.testbed import connection
+from sandbox.testbed import REPO, connection
 from tests.harness import config_doc, write_config
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 LONG = {"offers_interval_s": 3600.0, "orders_interval_s": 3600.0, "jitter_s": 0.2, "shutdown_grace_s": 0.5}
 
 

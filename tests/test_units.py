@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from daemon.constants import EXIT_UNAVAILABLE
+from sandbox.testbed import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 UNITS = ("emag-sync.service", "emag-sync-monitor.service")
 MAX_EXPOSURE = 2.0
 
