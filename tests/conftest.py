@@ -14,12 +14,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import pytest
 
 from daemon import logs
 from daemon.config import DatabaseSettings
 from daemon.store import Store, migrate
+from sandbox import Market, Sandbox
 from sandbox.testbed import REPO, admin, connection, dsn_for
 from tests.live.box import Box, BoxRefused, refusal
 from tests.live.install import LiveHost, install, python_refusal, save_journal, wheelhouse
@@ -80,6 +82,32 @@ async def store(db_settings: DatabaseSettings) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# --- the sandbox marketplace, in process ---------------------------------------------------
+
+
+@pytest.fixture
+def market(request: pytest.FixtureRequest) -> Market:
+    """The sandbox's default accounts (sandbox.DEFAULT_LOGINS), sized and seeded by the test
+    module's MARKET: the keyword arguments of Market.with_default_accounts."""
+    sizes = getattr(request.module, "MARKET", None)
+    if sizes is None:
+        pytest.fail(f"{request.module.__name__}: the market fixture needs MARKET = dict(offers=, orders=, seed=)")
+    return Market.with_default_accounts(**sizes)
+
+
+@pytest.fixture
+async def sb(market: Market) -> AsyncIterator[Sandbox]:
+    """The market served over HTTP, without rate limits."""
+    async with Sandbox(market, rate_mode="off") as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 # --- live: a real systemd host (tests/live/) -------------------------------------------

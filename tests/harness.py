@@ -15,9 +15,14 @@ from daemon.store import Store
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
 from daemon.sync.run import RunRequest, RunResult
-from sandbox import Market
+from sandbox import DEFAULT_LOGINS, Market
+from sandbox.query import DEFAULT_ORDER_TYPE
 
-SANDBOX_ACCOUNTS = {"main": ("main@sandbox.test", "sandbox-main", None), "fbe": ("fbe@sandbox.test", "sandbox-fbe", 2)}
+# The sandbox's logins as an operator configures them: order_type only where it is not the default.
+SANDBOX_ACCOUNTS = {
+    name: (login.username, login.password, None if login.order_type == DEFAULT_ORDER_TYPE else login.order_type)
+    for name, login in DEFAULT_LOGINS.items()
+}
 
 
 def config_doc(

@@ -11,7 +11,6 @@ import time
 
 import anyio
 import asyncpg
-import pytest
 
 from sandbox import Market, Sandbox
 from sandbox.testbed import connection
@@ -25,9 +24,7 @@ FEEDS = {
 }
 
 
-@pytest.fixture
-def market() -> Market:
-    return Market.with_default_accounts(offers=600, orders=300, seed=5)
+MARKET = {"offers": 600, "orders": 300, "seed": 5}  # the conftest's market fixture
 
 
 async def _versions(conn: asyncpg.Connection, table: str) -> dict[tuple[str, int], tuple]:

@@ -12,10 +12,7 @@ import pytest
 from sandbox import Fault, Market, Sandbox
 from tests.harness import assert_fidelity, make_settings, sync, with_sync
 
-
-@pytest.fixture
-def market() -> Market:
-    return Market.with_default_accounts(offers=450, orders=260, seed=7)
+MARKET = {"offers": 450, "orders": 260, "seed": 7}  # the conftest's market fixture
 
 
 async def _runs(conn: asyncpg.Connection) -> list[dict]:
@@ -112,7 +109,7 @@ async def test_fatal_faults_end_by_themselves_with_a_reason(
     db_url: str, conn: asyncpg.Connection, market: Market, fault: Fault, status: str, reason: str
 ) -> None:
     if fault.kind == "endless":  # a catalog of whole pages: the page after the last would be empty
-        market = Market.with_default_accounts(offers=400, orders=10, seed=7)
+        market = Market.with_default_accounts(**{**MARKET, "offers": 400, "orders": 10})
     market.account("main").faults.add([fault])
     async with Sandbox(market, rate_mode="off") as sb:
         settings = with_sync(

@@ -17,10 +17,7 @@ from daemon.sync.run import RunRequest
 from sandbox import Fault, Market, Sandbox
 from tests.harness import assert_fidelity, make_settings, sync, with_sync
 
-
-@pytest.fixture
-def market() -> Market:
-    return Market.with_default_accounts(offers=450, orders=260, seed=11)
+MARKET = {"offers": 450, "orders": 260, "seed": 11}  # the conftest's market fixture
 
 
 async def _rows(conn: asyncpg.Connection, sql: str) -> list[dict]:
