@@ -41,6 +41,17 @@ async def connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+async def wait_blocked_by(holder: asyncpg.Connection, timeout_s: float = 30.0) -> None:
+    """Return once another session waits on a lock `holder` holds: its statement got that far."""
+    deadline = time.monotonic() + timeout_s
+    while not await holder.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    ):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no session waited on a lock of this one within {timeout_s}s")
+        await asyncio.sleep(0.02)
+
+
 async def admin(sql: str) -> None:
     async with connection(ADMIN_DSN) as conn:
         await conn.execute(sql)

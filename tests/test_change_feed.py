@@ -13,7 +13,7 @@ import anyio
 import asyncpg
 
 from sandbox import Market, Sandbox
-from sandbox.testbed import connection
+from sandbox.testbed import connection, wait_blocked_by
 from tests.harness import make_settings, sync
 
 # What an ERP runs; orders never go missing (they stay on eMAG), offers may.
@@ -76,7 +76,7 @@ async def test_change_numbers_become_visible_in_the_order_they_were_taken(
                 "COMMIT"
             )
         )
-        await asyncio.sleep(0.5)
+        await wait_blocked_by(first)
         assert not later.done()  # waits for the first writer's commit...
         assert await reader.fetch(FEEDS["offers"], last) == []  # ...so nothing is visible yet
         await first.execute("COMMIT")

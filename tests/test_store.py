@@ -15,6 +15,7 @@ import pytest
 from daemon.records import OfferRow, OrderRow
 from daemon.store import Closed, LockBusy, Progress, Store, lock_key
 from daemon.store.lease import CLOSE_ATTEMPT_S
+from sandbox.testbed import wait_blocked_by
 
 
 class _Refusing:
@@ -166,7 +167,7 @@ async def test_a_run_closes_even_when_a_cancel_left_its_session_busy_and_holding
             await lease.conn.execute("BEGIN")
             await lease.conn.execute("UPDATE emag_sync.sync_runs SET pages_done = 99 WHERE id = $1", run_id)
             stuck = asyncio.ensure_future(lease.conn.execute("SELECT count(*) FROM emag_sync.sync_state"))
-            await asyncio.sleep(0.2)
+            await wait_blocked_by(blocker)
             began = time.monotonic()
             closed, failures = await lease.close_run("cancelled", Progress(pages_done=2), "stopped")
             took = time.monotonic() - began

@@ -192,8 +192,10 @@ async def test_heartbeat_advances_while_waiting_on_the_api(
             make_settings(db_url, sb.base_url, accounts=("main",)), heartbeat_interval_s=0.2, read_timeout_s=10.0
         )
 
-        async def watch() -> None:
-            for _ in range(40):
+        synced = anyio.Event()
+
+        async def watch() -> None:  # until the run is done: then page 1 has long arrived
+            while not synced.is_set():
                 await anyio.sleep(0.1)
                 row = await conn.fetchrow("SELECT heartbeat_at, pages_done FROM emag_sync.sync_runs")
                 if row and row["pages_done"] == 0:
@@ -202,6 +204,7 @@ async def test_heartbeat_advances_while_waiting_on_the_api(
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
             (result,) = await sync(settings, resources=("offers",))
+            synced.set()
     assert result.status == "completed"
     assert len(set(beats)) >= 5  # the row kept beating while page 1 hung for 2.5 s
 
