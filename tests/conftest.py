@@ -1,4 +1,6 @@
-"""Shared fixtures: a real PostgreSQL database per test, cloned from a migrated template.
+"""Shared fixtures: a real PostgreSQL database per test, cloned from a migrated template
+(db_url; a session on it: conn; the daemon's store), the sandbox marketplace in process
+(market, sb, an HTTP session), and the live systemd host.
 
 The server is $EMAG_SYNC_TEST_DSN (default: the local trust-auth cluster). The
 template is migrated once per session; each test gets `CREATE DATABASE ... TEMPLATE`,
