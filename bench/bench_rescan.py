@@ -25,7 +25,7 @@ from daemon.store import Store, migrate
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
 from daemon.sync.run import RunRequest
-from sandbox import Market, Sandbox
+from sandbox import DEFAULT_LOGINS, Market, Sandbox
 from sandbox.testbed import create_db, drop_db, dsn_for
 
 ACCOUNTS = ("main", "fbe")
@@ -51,9 +51,9 @@ async def run(db_url: str, base_url: str, mode: str) -> dict[str, int]:
         "accounts": {
             name: {
                 "base_url": base_url,
-                "username": f"{name}@sandbox.test",
-                "password": f"sandbox-{name}",
-                **({"order_type": 2} if name == "fbe" else {}),
+                "username": DEFAULT_LOGINS[name].username,
+                "password": DEFAULT_LOGINS[name].password,
+                "order_type": DEFAULT_LOGINS[name].order_type,
             }
             for name in ACCOUNTS
         },

@@ -32,7 +32,7 @@ from daemon.store import Store, migrate
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
 from daemon.sync.run import RunRequest
-from sandbox import Market, Sandbox
+from sandbox import DEFAULT_LOGINS, Market, Sandbox
 from sandbox.testbed import create_db, drop_db, dsn_for
 
 OTHER_PER_S = 3.0
@@ -44,8 +44,8 @@ async def sync_offers(db_url: str, base_url: str, accounts: list[str], limits: b
         "accounts": {
             name: {
                 "base_url": base_url,
-                "username": f"{name}@sandbox.test",
-                "password": f"sandbox-{name}",
+                "username": DEFAULT_LOGINS[name].username,
+                "password": DEFAULT_LOGINS[name].password,
                 "resources": ["offers"],
             }
             for name in accounts

@@ -14,13 +14,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import anyio
 
 from sandbox.faults import ALL_ACCOUNTS, FaultSpecError, load_fault_file
-from sandbox.market import DEFAULT_TIMEZONE, Market
+from sandbox.market import DEFAULT_LOGINS, DEFAULT_TIMEZONE, Market
 from sandbox.ratelimit import MODES
 from sandbox.runner import Sandbox
 
 log = logging.getLogger("sandbox")
 
-DEFAULT_ACCOUNTS = ("main:main@sandbox.test:sandbox-main:3", "fbe:fbe@sandbox.test:sandbox-fbe:2")
 MUTATIONS_PER_TICK = {"mutate_offers": 5, "mutate_orders": 3, "add_orders": 1}
 
 
@@ -64,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=parse_account,
         metavar="NAME:USERNAME:PASSWORD[:ORDER_TYPE[:TIMEZONE]]",
-        help="an account (repeatable); default: main (type 3) and fbe (type 2)",
+        help="an account (repeatable); default: "
+        + " and ".join(f"{name} (type {login.order_type})" for name, login in DEFAULT_LOGINS.items()),
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added latency per request")
     parser.add_argument("--jitter-ms", type=float, default=0.0, help="uniform +/- jitter on the latency")
@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_market(args: argparse.Namespace) -> Market:
     market = Market(seed=args.seed)
-    for account in args.accounts or [parse_account(text) for text in DEFAULT_ACCOUNTS]:
+    defaults = [
+        AccountArg(name, login.username, login.password, login.order_type) for name, login in DEFAULT_LOGINS.items()
+    ]
+    for account in args.accounts or defaults:
         market.add_account(
             account.name,
             account.username,

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sandbox import data
 from sandbox.data import Record
 from sandbox.faults import FaultPlan
-from sandbox.query import Query
+from sandbox.query import DEFAULT_ORDER_TYPE, Query
 
 DEFAULT_TIMEZONE = "Europe/Bucharest"
 RESOURCES = ("offers", "orders")
@@ -27,6 +28,24 @@ NEXT_STATUS = {0: (0,), 1: (2, 0), 2: (3, 0), 3: (4,), 4: (5, 3, 0), 5: (5,)}
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Login:
+    """A seller login the sandbox accepts, and the order type its orders carry."""
+
+    username: str
+    password: str
+    order_type: int = DEFAULT_ORDER_TYPE
+
+
+# The sandbox's own accounts: Market.with_default_accounts and `emag-sandbox` without --account.
+DEFAULT_LOGINS: Mapping[str, Login] = MappingProxyType(
+    {
+        "main": Login("main@sandbox.test", "sandbox-main"),
+        "fbe": Login("fbe@sandbox.test", "sandbox-fbe", order_type=2),
+    }
+)
 
 
 @dataclass
@@ -220,10 +239,12 @@ class Market:
         base_time: datetime | None = None,
         now: Callable[[], datetime] = utc_now,
     ) -> Market:
-        """`main` (main@sandbox.test / sandbox-main, type 3) and `fbe` (fbe@sandbox.test / sandbox-fbe, type 2)."""
+        """The accounts of DEFAULT_LOGINS: `main` (order type 3) and `fbe` (order type 2)."""
         market = cls(seed=seed, base_time=base_time, now=now)
-        market.add_account("main", "main@sandbox.test", "sandbox-main", offers=offers, orders=orders)
-        market.add_account("fbe", "fbe@sandbox.test", "sandbox-fbe", offers=offers, orders=orders, order_type=2)
+        for name, login in DEFAULT_LOGINS.items():
+            market.add_account(
+                name, login.username, login.password, offers=offers, orders=orders, order_type=login.order_type
+            )
         return market
 
     def add_account(

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -31,12 +31,30 @@ def dsn_for(database: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, ""))
 
 
-async def admin(sql: str) -> None:
-    conn = await asyncpg.connect(ADMIN_DSN)
+@asynccontextmanager
+async def connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A session of its own, closed on the way out."""
+    conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(sql)
+        yield conn
     finally:
         await conn.close()
+
+
+async def wait_blocked_by(holder: asyncpg.Connection, timeout_s: float = 30.0) -> None:
+    """Return once another session waits on a lock `holder` holds: its statement got that far."""
+    deadline = time.monotonic() + timeout_s
+    while not await holder.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    ):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no session waited on a lock of this one within {timeout_s}s")
+        await asyncio.sleep(0.02)
+
+
+async def admin(sql: str) -> None:
+    async with connection(ADMIN_DSN) as conn:
+        await conn.execute(sql)
 
 
 async def create_db(prefix: str = "emag_sync_scratch", template: str | None = None) -> str:
@@ -54,11 +72,8 @@ def query(db_url: str, sql: str, *args: object) -> list[dict[str, Any]]:
     """One statement from synchronous code, on a connection of its own."""
 
     async def run() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(db_url)
-        try:
+        async with connection(db_url) as conn:
             return [dict(r) for r in await conn.fetch(sql, *args)]
-        finally:
-            await conn.close()
 
     return asyncio.run(run())
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: a real PostgreSQL database per test, cloned from a migrated template.
+"""Shared fixtures: a real PostgreSQL database per test, cloned from a migrated template
+(db_url; a session on it: conn; the daemon's store), the sandbox marketplace in process
+(market, sb, an HTTP session), and the live systemd host.
 
 The server is $EMAG_SYNC_TEST_DSN (default: the local trust-auth cluster). The
 template is migrated once per session; each test gets `CREATE DATABASE ... TEMPLATE`,
@@ -14,17 +16,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
+import asyncpg
 import pytest
 
 from daemon import logs
 from daemon.config import DatabaseSettings
 from daemon.store import Store, migrate
-from sandbox.testbed import admin, dsn_for
+from sandbox import Market, Sandbox
+from sandbox.testbed import REPO, admin, connection, dsn_for
 from tests.live.box import Box, BoxRefused, refusal
 from tests.live.install import LiveHost, install, python_refusal, save_journal, wheelhouse
 from tests.processes import sandbox_process
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +66,13 @@ def empty_db_url() -> Iterator[str]:
 
 
 @pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A session on the test's database, of its own (not the store's), closed after the test."""
+    async with connection(db_url) as session:
+        yield session
+
+
+@pytest.fixture
 def db_settings(db_url: str) -> DatabaseSettings:
     return DatabaseSettings(url=db_url)
 
@@ -74,6 +84,32 @@ async def store(db_settings: DatabaseSettings) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+# --- the sandbox marketplace, in process ---------------------------------------------------
+
+
+@pytest.fixture
+def market(request: pytest.FixtureRequest) -> Market:
+    """The sandbox's default accounts (sandbox.DEFAULT_LOGINS), sized and seeded by the test
+    module's MARKET: the keyword arguments of Market.with_default_accounts."""
+    sizes = getattr(request.module, "MARKET", None)
+    if sizes is None:
+        pytest.fail(f"{request.module.__name__}: the market fixture needs MARKET = dict(offers=, orders=, seed=)")
+    return Market.with_default_accounts(**sizes)
+
+
+@pytest.fixture
+async def sb(market: Market) -> AsyncIterator[Sandbox]:
+    """The market served over HTTP, without rate limits."""
+    async with Sandbox(market, rate_mode="off") as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
 
 
 # --- live: a real systemd host (tests/live/) -------------------------------------------

@@ -15,9 +15,14 @@ from daemon.store import Store
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
 from daemon.sync.run import RunRequest, RunResult
-from sandbox import Market
+from sandbox import DEFAULT_LOGINS, Market
+from sandbox.query import DEFAULT_ORDER_TYPE
 
-SANDBOX_ACCOUNTS = {"main": ("main@sandbox.test", "sandbox-main", None), "fbe": ("fbe@sandbox.test", "sandbox-fbe", 2)}
+# The sandbox's logins as an operator configures them: order_type only where it is not the default.
+SANDBOX_ACCOUNTS = {
+    name: (login.username, login.password, None if login.order_type == DEFAULT_ORDER_TYPE else login.order_type)
+    for name, login in DEFAULT_LOGINS.items()
+}
 
 
 def config_doc(
@@ -94,17 +99,13 @@ async def sync(
         await store.close()
 
 
-async def table_records(db_url: str, table: str, account: str) -> dict[int, dict[str, Any]]:
-    conn = await asyncpg.connect(db_url)
-    try:
-        rows = await conn.fetch(f"SELECT id, raw::text AS raw FROM emag_sync.{table} WHERE account = $1", account)
-        return {r["id"]: json.loads(r["raw"]) for r in rows}
-    finally:
-        await conn.close()
+async def table_records(conn: asyncpg.Connection, table: str, account: str) -> dict[int, dict[str, Any]]:
+    rows = await conn.fetch(f"SELECT id, raw::text AS raw FROM emag_sync.{table} WHERE account = $1", account)
+    return {r["id"]: json.loads(r["raw"]) for r in rows}
 
 
 async def assert_fidelity(
-    db_url: str,
+    conn: asyncpg.Connection,
     market: Market,
     account: str,
     *,
@@ -113,25 +114,21 @@ async def assert_fidelity(
 ) -> None:
     """The tables equal the sandbox's records field by field (no more, no fewer)."""
     acc = market.account(account)
-    offers = await table_records(db_url, "offers", account)
+    offers = await table_records(conn, "offers", account)
     expected_offers = {o["id"]: o for o in acc.offers}
     if not include_missing:
-        conn = await asyncpg.connect(db_url)
-        try:
-            missing = {
-                r["id"]
-                for r in await conn.fetch(
-                    "SELECT id FROM emag_sync.offers WHERE account = $1 AND missing_since IS NOT NULL", account
-                )
-            }
-        finally:
-            await conn.close()
+        missing = {
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM emag_sync.offers WHERE account = $1 AND missing_since IS NOT NULL", account
+            )
+        }
         offers = {k: v for k, v in offers.items() if k not in missing}
     assert offers.keys() == expected_offers.keys(), f"{account}: offer ids differ"
     assert offers == expected_offers
     if "orders" not in resources:
         return
-    orders = await table_records(db_url, "orders", account)
+    orders = await table_records(conn, "orders", account)
     expected_orders = {o["id"]: o for o in acc.orders}
     assert orders.keys() == expected_orders.keys(), f"{account}: order ids differ"
     assert orders == expected_orders

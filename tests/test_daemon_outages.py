@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.testbed import REPO
 from tests.harness import config_doc, write_config
 from tests.notify_socket import NotifySocket
 from tests.pgproxy import PgProxy
@@ -18,7 +19,6 @@ from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
 
 GRACE_S = 0.5
 SCHEDULE = {"offers_interval_s": 2.0, "orders_interval_s": 1.0, "jitter_s": 0.3, "shutdown_grace_s": GRACE_S}

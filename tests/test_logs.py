@@ -10,14 +10,12 @@ import subprocess
 import sys
 import tempfile
 from datetime import UTC
-from pathlib import Path
 
 import pytest
 import structlog
 
 from daemon import logs
-
-REPO = Path(__file__).resolve().parent.parent
+from sandbox.testbed import REPO
 
 
 @pytest.fixture

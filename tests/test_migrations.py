@@ -6,21 +6,18 @@ import uuid
 from urllib.parse import urlsplit
 
 import anyio
-import asyncpg
 import pytest
 
 from daemon.config import DatabaseSettings
 from daemon.store import SchemaMismatch, Store, migrate
 from daemon.store.queries import latest_version, load_migrations
+from sandbox.testbed import connection
 
 
 async def _tables(url: str, schema: str) -> set[str]:
-    conn = await asyncpg.connect(url)
-    try:
+    async with connection(url) as conn:
         rows = await conn.fetch("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema)
-        return {r["table_name"] for r in rows}
-    finally:
-        await conn.close()
+    return {r["table_name"] for r in rows}
 
 
 async def test_migrate_creates_everything_then_is_a_noop(empty_db_url: str) -> None:
@@ -67,25 +64,25 @@ async def test_a_role_that_owns_only_its_schema_can_migrate_and_sync(empty_db_ur
     """The README's set-up: a LOGIN role and a schema it owns, no other right on the database
     (so no CREATE on it: CREATE SCHEMA IF NOT EXISTS alone would be refused)."""
     role = f"emag_sync_r_{uuid.uuid4().hex[:8]}"
-    admin_conn = await asyncpg.connect(empty_db_url)
-    try:
+    async with connection(empty_db_url) as admin_conn:
         await admin_conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
-        await admin_conn.execute(f"CREATE SCHEMA emag_sync AUTHORIZATION {role}")
-        url = urlsplit(empty_db_url)
-        as_role = DatabaseSettings(url=url._replace(netloc=f"{role}:pw-{role}@{url.hostname}:{url.port}").geturl())
-        assert await migrate(as_role) == list(range(1, latest_version() + 1))
-        store = await Store.open(as_role)
         try:
-            await store.check_schema()
-            async with store.lease("main", "offers") as lease:
-                await lease.open_run("full", "test")
-                await lease.begin_scan()  # the scan's temporary table: TEMP is PUBLIC's by default
+            await admin_conn.execute(f"CREATE SCHEMA emag_sync AUTHORIZATION {role}")
+            url = urlsplit(empty_db_url)
+            netloc = f"{role}:pw-{role}@{url.hostname}:{url.port}"
+            as_role = DatabaseSettings(url=url._replace(netloc=netloc).geturl())
+            assert await migrate(as_role) == list(range(1, latest_version() + 1))
+            store = await Store.open(as_role)
+            try:
+                await store.check_schema()
+                async with store.lease("main", "offers") as lease:
+                    await lease.open_run("full", "test")
+                    await lease.begin_scan()  # the scan's temporary table: TEMP is PUBLIC's by default
+            finally:
+                await store.close()
         finally:
-            await store.close()
-    finally:
-        await admin_conn.execute(f"DROP OWNED BY {role}")
-        await admin_conn.execute(f"DROP ROLE {role}")
-        await admin_conn.close()
+            await admin_conn.execute(f"DROP OWNED BY {role}")
+            await admin_conn.execute(f"DROP ROLE {role}")
 
 
 def test_migrations_are_numbered_without_gaps() -> None:

@@ -10,12 +10,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import asyncpg
 import pytest
@@ -25,50 +22,15 @@ from daemon import __version__
 from daemon.notify import Notifier
 from daemon.store import Store, lock_key
 from monitor import cli as monitor_cli
-from monitor.http import MonitorContext, serve_http
+from monitor.http import MonitorContext
 from monitor.recovery_loop import run_pass
 from monitor.service import MonitorService
 from monitor.state import MonitorState
+from sandbox.testbed import connection
 from tests.harness import toml_text
+from tests.history import SCHEMA, insert_run, seed, settings_for
 from tests.notify_socket import NotifySocket
-from tests.test_recovery import SCHEMA, insert_run, settings_for
-
-
-async def seed(conn: asyncpg.Connection) -> dict[str, int]:
-    """History of main/offers, main/orders, fbe/offers; a live stale run; a dead run; table rows."""
-    ids = {
-        "ok_old": await insert_run(
-            conn, status="completed", started_ago_s=3600, duration_s=40, items=500, api=(10, 1, 0)
-        ),
-        "ok_last": await insert_run(
-            conn, status="completed", started_ago_s=600, duration_s=42.5, items=700, api=(12, 2, 1)
-        ),
-        "failed": await insert_run(conn, status="failed", started_ago_s=300, items=5, api=(3, 3, 2)),
-        "timeout": await insert_run(conn, "main", "orders", status="timeout", started_ago_s=200, api=(4, 0, 0)),
-        "orders_ok": await insert_run(
-            conn, "main", "orders", status="completed", started_ago_s=100, duration_s=2, items=9, api=(2, 0, 0)
-        ),
-        "fbe_cancelled": await insert_run(conn, "fbe", "offers", status="cancelled", started_ago_s=50),
-        "alive": await insert_run(conn, "main", "offers", heartbeat_ago_s=200, started_ago_s=250, api=(7, 0, 5)),
-        "dead": await insert_run(conn, "fbe", "orders", heartbeat_ago_s=400, started_ago_s=500),
-    }
-    await conn.execute(f"""INSERT INTO {SCHEMA}.offers (account, id, raw, content_hash, missing_since)
-                           SELECT 'main', g, '{{}}', '\\x00', CASE WHEN g > 8 THEN now() END
-                             FROM generate_series(1, 10) g""")
-    await conn.execute(f"""INSERT INTO {SCHEMA}.orders (account, id, raw, content_hash)
-                           SELECT a, g, '{{}}', '\\x00' FROM generate_series(1, 3) g, unnest(ARRAY['main', 'fbe']) a""")
-    return ids
-
-
-@asynccontextmanager
-async def monitor_http(ctx: MonitorContext) -> AsyncIterator[str]:
-    async with serve_http(ctx, "127.0.0.1", 0) as (host, port):
-        yield f"http://{host}:{port}"
-
-
-async def get(url: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as response:
-        return response.status, response.headers.get("Content-Type", ""), await response.text()
+from tests.scrape import get, monitor_http
 
 
 def families(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -90,11 +52,9 @@ def pair(account: str, resource: str, **extra: str) -> tuple[tuple[str, str], ..
     return tuple(sorted({"account": account, "resource": resource, **extra}.items()))
 
 
-async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
+async def test_metrics_family_by_family(db_url: str, conn: asyncpg.Connection, store: Store) -> None:
     settings = settings_for(db_url)
-    conn = await asyncpg.connect(db_url)
-    holder = await asyncpg.connect(db_url)
-    try:
+    async with connection(db_url) as holder:  # a live run's session, holding main/offers' lock
         ids = await seed(conn)
         await conn.execute(
             f"UPDATE {SCHEMA}.sync_runs SET api_latency_p50_s = 0.2, api_latency_p95_s = 0.9, "
@@ -115,9 +75,6 @@ async def test_metrics_family_by_family(db_url: str, store: Store) -> None:
         )
         async with monitor_http(MonitorContext(settings, state, store)) as base:
             status, content_type, text = await get(base + "/metrics")
-    finally:
-        await holder.close()
-        await conn.close()
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
     m, t = families(text), types(text)
     assert m["emag_sync_up"] == {(): 1.0}
@@ -260,9 +217,8 @@ async def test_service_waits_for_the_database_then_serves_and_stops(
 
 
 async def test_service_fails_dead_runs_on_its_own_and_reports_status(
-    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, conn: asyncpg.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    conn = await asyncpg.connect(db_url)
     sock = NotifySocket(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock.path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
@@ -288,7 +244,6 @@ async def test_service_fails_dead_runs_on_its_own_and_reports_status(
         sock.wait_for("STOPPING", "1", timeout_s=5)
     finally:
         sock.close()
-        await conn.close()
 
 
 def write_monitor_config(path: Path, db_url: str, port: int = 0) -> Path:
@@ -303,12 +258,9 @@ def write_monitor_config(path: Path, db_url: str, port: int = 0) -> Path:
 
 def test_once_command(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async def setup() -> int:
-        c = await asyncpg.connect(db_url)
-        try:
+        async with connection(db_url) as c:
             await insert_run(c, status="completed", started_ago_s=200 * 86400)
             return await insert_run(c, "main", "orders", heartbeat_ago_s=600)
-        finally:
-            await c.close()
 
     dead = asyncio.run(setup())
     config = write_monitor_config(tmp_path / "c.toml", db_url)

@@ -16,13 +16,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from daemon.config import Settings
 from daemon.store import Store
 from monitor.http import MonitorContext
 from monitor.recovery_loop import run_pass
 from monitor.state import MonitorState
-from tests.conftest import REPO
-from tests.test_monitor import get, monitor_http, seed
-from tests.test_recovery import SCHEMA, insert_run, settings_for
+from sandbox.testbed import REPO
+from tests.history import SCHEMA, insert_run, seed, settings_for
+from tests.scrape import get, monitor_http
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -30,24 +31,19 @@ CONFIG = REPO / "config" / "prometheus"
 needs_promtool = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool is not installed")
 
 
-async def metrics_body(db_url: str) -> str:
-    settings = settings_for(db_url)
-    conn = await asyncpg.connect(db_url)
-    store = await Store.open(settings.database, max_size=4)
-    try:
-        await seed(conn)
-        state = MonitorState()
-        await run_pass(store, settings, state, "emag-sync-monitor test:1")
-        async with monitor_http(MonitorContext(settings, state, store)) as base:
-            return (await get(base + "/metrics"))[2]
-    finally:
-        await store.close()
-        await conn.close()
+async def metrics_body(settings: Settings, conn: asyncpg.Connection, store: Store) -> str:
+    await seed(conn)
+    state = MonitorState()
+    await run_pass(store, settings, state, "emag-sync-monitor test:1")
+    async with monitor_http(MonitorContext(settings, state, store)) as base:
+        return (await get(base + "/metrics"))[2]
 
 
 @needs_promtool
-async def test_promtool_check_metrics_accepts_the_exposition(db_url: str) -> None:
-    body = await metrics_body(db_url)
+async def test_promtool_check_metrics_accepts_the_exposition(
+    db_url: str, conn: asyncpg.Connection, store: Store
+) -> None:
+    body = await metrics_body(settings_for(db_url), conn, store)
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == ""  # no lint findings at all
@@ -86,7 +82,7 @@ def test_example_scrape_config_is_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-async def test_grafana_dashboard_is_valid_and_its_history_sql_runs(db_url: str) -> None:
+async def test_grafana_dashboard_is_valid_and_its_history_sql_runs(conn: asyncpg.Connection) -> None:
     dashboard = json.loads((REPO / "config" / "grafana" / "emag-sync.json").read_text())
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     ids = [p["id"] for p in dashboard["panels"]]
@@ -111,12 +107,8 @@ async def test_grafana_dashboard_is_valid_and_its_history_sql_runs(db_url: str) 
         .replace("$__timeFilter(started_at)", "started_at > now() - interval '1 day'")
         .replace("${account:regex}", "main|fbe")
     )
-    conn = await asyncpg.connect(db_url)
-    try:
-        await insert_run(conn, status="failed", started_ago_s=60)
-        rows = await conn.fetch(query)
-    finally:
-        await conn.close()
+    await insert_run(conn, status="failed", started_ago_s=60)
+    rows = await conn.fetch(query)
     assert [r["status"] for r in rows] == ["failed"] and rows[0]["duration_s"] == 30
 
 
@@ -136,12 +128,12 @@ def prom_query(base: str, expr: str) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus is not installed")
-async def test_real_prometheus_scrapes_the_last_success(db_url: str, tmp_path: Path) -> None:
+async def test_real_prometheus_scrapes_the_last_success(
+    db_url: str, conn: asyncpg.Connection, store: Store, tmp_path: Path
+) -> None:
     import anyio
 
     settings = settings_for(db_url)
-    conn = await asyncpg.connect(db_url)
-    store = await Store.open(settings.database, max_size=4)
     server: subprocess.Popen | None = None
     try:
         run_id = await insert_run(conn, "fbe", "orders", status="completed", started_ago_s=90, duration_s=12)
@@ -201,5 +193,3 @@ async def test_real_prometheus_scrapes_the_last_success(db_url: str, tmp_path: P
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(5)
-        await store.close()
-        await conn.close()

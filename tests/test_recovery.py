@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,82 +13,19 @@ import asyncpg
 import pytest
 
 from daemon import cli as daemon_cli
-from daemon.config import Settings, parse
 from daemon.report import status_text
 from daemon.store import Store, lock_key
 from daemon.store.recovery import fail_if_stuck, recover_stuck, recovery_pass, running_runs, trim_history
+from sandbox.testbed import connection, query
 from tests.harness import toml_text
+from tests.history import SCHEMA, insert_run
 
-SCHEMA = "emag_sync"
 BY = f"emag-sync-monitor {socket.gethostname()}:4242"
-
-
-def settings_for(db_url: str, **monitor: Any) -> Settings:
-    doc: dict[str, Any] = {
-        "database": {"url": db_url},
-        "accounts": {
-            name: {"base_url": "http://127.0.0.1:9", "username": f"{name}@x.test", "password": "pw-secret"}
-            for name in ("main", "fbe")
-        },
-        "sync": {"heartbeat_interval_s": 1.0},
-        "monitor": {"stuck_threshold_s": 60.0, "interval_s": 0.2, "listen": "127.0.0.1:0", **monitor},
-    }
-    return parse(doc, env={})
-
-
-async def insert_run(
-    conn: asyncpg.Connection,
-    account: str = "main",
-    resource: str = "offers",
-    *,
-    status: str = "running",
-    started_ago_s: float = 300,
-    heartbeat_ago_s: float = 120,
-    duration_s: float = 30,
-    items: int = 0,
-    api: tuple[int, int, int] = (0, 0, 0),
-    register: bool = True,
-) -> int:
-    """A sync_runs row as the daemon would leave it (running: as if its process died)."""
-    finished = None if status == "running" else float(max(0.0, started_ago_s - duration_s))
-    run_id = await conn.fetchval(
-        f"""INSERT INTO {SCHEMA}.sync_runs (account, resource, mode, trigger, status, started_at, heartbeat_at,
-                finished_at, items_seen, items_written, api_requests, api_retries, api_throttled, host, pid, lock_key)
-            VALUES ($1, $2, 'full', 'test', $3, now() - make_interval(secs => $4),
-                    now() - make_interval(secs => $5), now() - make_interval(secs => $6::float8), $7, $7,
-                    $8, $9, $10, 'h', 1, $11)
-            RETURNING id""",
-        account,
-        resource,
-        status,
-        float(started_ago_s),
-        float(heartbeat_ago_s),
-        finished,
-        items,
-        *api,
-        lock_key(SCHEMA, account, resource),
-    )
-    if register:
-        await conn.execute(
-            f"INSERT INTO {SCHEMA}.sync_state (account, resource) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            account,
-            resource,
-        )
-    return run_id
 
 
 async def status_of(conn: asyncpg.Connection, run_id: int) -> dict[str, Any]:
     row = await conn.fetchrow(f"SELECT status, error, finished_at FROM {SCHEMA}.sync_runs WHERE id = $1", run_id)
     return dict(row) if row else {}
-
-
-@pytest.fixture
-async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(db_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def test_dead_run_is_failed_within_one_pass_after_the_threshold(conn, store) -> None:
@@ -109,42 +45,33 @@ async def test_dead_run_is_failed_within_one_pass_after_the_threshold(conn, stor
 
 async def test_slow_live_run_is_reported_not_failed(db_url, conn, store) -> None:
     run_id = await insert_run(conn, heartbeat_ago_s=600)
-    holder = await asyncpg.connect(db_url)
-    try:
+    async with connection(db_url) as holder:  # the run's process, holding the pair's lock
         assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(SCHEMA, "main", "offers"))
         report = await recovery_pass(store, stale_after_s=60, max_age_s=3600, by=BY)
         assert report.failed == [] and [r.id for r in report.stale_alive] == [run_id]
         assert report.running[0].lock_held and not report.running[0].dead
         assert (await status_of(conn, run_id))["status"] == "running"
-        # its process dies: the lock goes with its session, and the next pass fails the run
-    finally:
-        await holder.close()
+    # its process dies: the lock goes with its session, and the next pass fails the run
     report = await recovery_pass(store, stale_after_s=60, max_age_s=3600, by=BY)
     assert [f["id"] for f in report.failed] == [run_id]
 
 
 async def test_run_past_max_age_is_failed_even_with_its_lock_held(db_url, conn, store) -> None:
     run_id = await insert_run(conn, started_ago_s=5 * 3600, heartbeat_ago_s=1)
-    holder = await asyncpg.connect(db_url)
-    try:
+    async with connection(db_url) as holder:
         await holder.execute("SELECT pg_advisory_lock($1)", lock_key(SCHEMA, "main", "offers"))
         failed = await recover_stuck(store, stale_after_s=60, max_age_s=4 * 3600, by="emag-sync recover")
-        assert [f["id"] for f in failed] == [run_id]
-        assert "over the max run age of 14400 s" in failed[0]["error"]
-        assert "by emag-sync recover " in failed[0]["error"]
-    finally:
-        await holder.close()
+    assert [f["id"] for f in failed] == [run_id]
+    assert "over the max run age of 14400 s" in failed[0]["error"]
+    assert "by emag-sync recover " in failed[0]["error"]
 
 
 async def test_a_newer_run_of_the_pair_means_the_old_one_lost_the_lock(db_url, conn, store) -> None:
     old = await insert_run(conn, started_ago_s=900, heartbeat_ago_s=800)
     new = await insert_run(conn, started_ago_s=10, heartbeat_ago_s=700)  # stale too, but alive
-    holder = await asyncpg.connect(db_url)
-    try:
+    async with connection(db_url) as holder:
         await holder.execute("SELECT pg_advisory_lock($1)", lock_key(SCHEMA, "main", "offers"))
         report = await recovery_pass(store, stale_after_s=60, max_age_s=3600, by=BY)
-    finally:
-        await holder.close()
     assert [f["id"] for f in report.failed] == [old]
     assert [r.id for r in report.stale_alive] == [new]
 
@@ -177,8 +104,7 @@ async def test_two_monitors_at_once_fail_each_run_exactly_once(db_settings, conn
 
 async def test_run_completed_between_detection_and_update_is_not_overwritten(db_url, conn, store) -> None:
     run_id = await insert_run(conn)
-    finisher = await asyncpg.connect(db_url)
-    try:
+    async with connection(db_url) as finisher:  # the daemon's session
         tx = finisher.transaction()
         await tx.start()
         # the daemon's finish_run, not yet committed: the row is locked, still 'running' to others
@@ -201,11 +127,9 @@ async def test_run_completed_between_detection_and_update_is_not_overwritten(db_
                 ):
                     await anyio.sleep(0.02)
             await tx.commit()
-        assert result == [[]]
-        row = await status_of(conn, run_id)
-        assert row["status"] == "completed" and row["error"] is None
-    finally:
-        await finisher.close()
+    assert result == [[]]
+    row = await status_of(conn, run_id)
+    assert row["status"] == "completed" and row["error"] is None
 
 
 async def test_the_compare_and_set_rechecks_everything(conn, store) -> None:
@@ -250,11 +174,8 @@ async def test_trimming_is_bounded_per_call(conn, store) -> None:
 
 def test_emag_sync_recover_command(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     async def setup() -> tuple[int, int]:
-        c = await asyncpg.connect(db_url)
-        try:
+        async with connection(db_url) as c:
             return await insert_run(c, heartbeat_ago_s=300), await insert_run(c, "fbe", heartbeat_ago_s=5)
-        finally:
-            await c.close()
 
     dead, fresh = asyncio.run(setup())
     config = tmp_path / "emag-sync.toml"
@@ -267,22 +188,14 @@ def test_emag_sync_recover_command(db_url: str, tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"failed run {dead} (main/offers): stuck: no heartbeat for 300 s")
     assert "by emag-sync recover " in out[0] and out[-1] == "1 stuck run(s) failed"
-
-    async def statuses() -> dict[int, str]:
-        c = await asyncpg.connect(db_url)
-        try:
-            return {r["id"]: r["status"] for r in await c.fetch(f"SELECT id, status FROM {SCHEMA}.sync_runs")}
-        finally:
-            await c.close()
-
-    assert asyncio.run(statuses()) == {dead: "failed", fresh: "running"}
+    statuses = {r["id"]: r["status"] for r in query(db_url, f"SELECT id, status FROM {SCHEMA}.sync_runs")}
+    assert statuses == {dead: "failed", fresh: "running"}
 
 
 async def test_status_and_the_monitor_read_one_answer_to_is_its_lock_held(db_url, conn, store) -> None:
     """A dead run whose pair has a newer, live run: the pair's lock is held, but not by it."""
     dead = await insert_run(conn, heartbeat_ago_s=600, started_ago_s=700)
-    holder = await asyncpg.connect(db_url)
-    try:
+    async with connection(db_url) as holder:
         assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", lock_key(SCHEMA, "main", "offers"))
         live = await insert_run(conn, heartbeat_ago_s=0, started_ago_s=5)
         runs = {r.id: r for r in await running_runs(store, stale_after_s=60, max_age_s=3600)}
@@ -293,5 +206,3 @@ async def test_status_and_the_monitor_read_one_answer_to_is_its_lock_held(db_url
         )
         report = await recovery_pass(store, stale_after_s=60, max_age_s=3600, by=BY)
         assert [f["id"] for f in report.failed] == [dead]  # the monitor agrees, and acts
-    finally:
-        await holder.close()

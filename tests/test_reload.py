@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.testbed import REPO
 from tests.harness import config_doc, toml_text, write_config
 from tests.processes import stop, wait_until
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _clean_env() -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,17 +12,12 @@ import aiohttp
 import anyio
 import pytest
 
-from daemon.emag.client import basic_auth_header
-from sandbox import Market, Sandbox
+from sandbox import DEFAULT_LOGINS, Market, Sandbox
+from tests.logins import auth
 
 BASE = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 FORBIDDEN = {"isError": True, "messages": ["You are not allowed to use this API."], "results": []}
-CREDENTIALS = {"main": ("main@sandbox.test", "sandbox-main"), "fbe": ("fbe@sandbox.test", "sandbox-fbe")}
-
-
-def auth(account: str = "main", password: str | None = None) -> dict[str, str]:
-    username, real_password = CREDENTIALS[account]
-    return {"Authorization": basic_auth_header(username, password or real_password)}
+MARKET = {"offers": 250, "orders": 180, "seed": 3, "base_time": BASE}  # the conftest's market and sb fixtures
 
 
 async def call(
@@ -34,26 +28,13 @@ async def call(
         return resp.status, json.loads(await resp.text())
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    market = Market.with_default_accounts(offers=250, orders=180, seed=3, base_time=BASE)
-    async with Sandbox(market, rate_mode="off") as sandbox:
-        yield sandbox
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize("route", ["product_offer/read", "product_offer/count", "order/read", "order/count"])
 async def test_wrong_or_missing_credentials_get_403(sb: Sandbox, session: aiohttp.ClientSession, route: str) -> None:
     assert await call(session, sb, route, headers=auth("main", "wrong")) == (403, FORBIDDEN)
     assert await call(session, sb, route, headers={"X-No": "auth"}) == (403, FORBIDDEN)
     assert await call(session, sb, route, headers={"Authorization": "Basic !!!"}) == (403, FORBIDDEN)
-    fbe_user_main_password = {"Authorization": basic_auth_header("fbe@sandbox.test", "sandbox-main")}
+    fbe_user_main_password = auth("fbe", DEFAULT_LOGINS["main"].password)
     assert await call(session, sb, route, headers=fbe_user_main_password) == (403, FORBIDDEN)
     status, body = await call(session, sb, route, account="fbe")
     assert status == 200 and body["isError"] is False
@@ -241,7 +222,7 @@ async def test_control_records_mutations_and_stats(sb: Sandbox, session: aiohttp
     async with session.get(f"{sb.control_url}/accounts") as resp:
         accounts = await resp.json()
     assert [a["name"] for a in accounts] == ["main", "fbe"]
-    assert "password" not in json.dumps(accounts) and "sandbox-main" not in json.dumps(accounts)
+    assert "password" not in json.dumps(accounts) and DEFAULT_LOGINS["main"].password not in json.dumps(accounts)
     async with session.get(f"{control}/offers") as resp:
         before = await resp.json()
     assert before == sb.market.account("main").offers

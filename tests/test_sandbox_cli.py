@@ -12,10 +12,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from daemon.emag.client import basic_auth_header
+from sandbox import DEFAULT_LOGINS
 from sandbox.cli import main, parse_account
-
-REPO = Path(__file__).resolve().parent.parent
+from sandbox.testbed import REPO
+from tests.logins import auth
 
 
 async def wait_for_file(path: Path, proc: subprocess.Popen[str], timeout_s: float = 15.0) -> str:
@@ -32,18 +32,18 @@ async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps([{"kind": "status", "status": 503, "account": "fbe", "request": 1}]))
+    main_login, fbe_login = DEFAULT_LOGINS["main"], DEFAULT_LOGINS["fbe"]
     argv = [
         sys.executable, "-m", "sandbox", "--port", "0", "--ready-file", str(ready), "--offers", "30",
         "--orders", "20", "--faults", str(faults), "--mutate-every", "0.1",
-        "--account", "main:main@sandbox.test:sandbox-main",
-        "--account", "fbe:fbe@sandbox.test:sandbox-fbe:2:Europe/Sofia",
+        "--account", f"main:{main_login.username}:{main_login.password}",
+        "--account", f"fbe:{fbe_login.username}:{fbe_login.password}:2:Europe/Sofia",
     ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         base_url = await wait_for_file(ready, proc)
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/api-3")
-        main_auth = {"Authorization": basic_auth_header("main@sandbox.test", "sandbox-main")}
-        fbe_auth = {"Authorization": basic_auth_header("fbe@sandbox.test", "sandbox-fbe")}
+        main_auth, fbe_auth = auth("main"), auth("fbe")
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{base_url}/product_offer/count", json={}, headers=main_auth) as resp:
                 assert (await resp.json())["results"]["noOfItems"] == "30"
@@ -60,8 +60,8 @@ async def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             proc.communicate()
     assert proc.returncode == 0
     started = [line for line in stderr.splitlines() if "sandbox.started" in line]
-    assert len(started) == 1 and base_url in started[0] and "fbe@sandbox.test" in started[0]
-    assert "sandbox-main" not in stderr and "sandbox-fbe" not in stderr
+    assert len(started) == 1 and base_url in started[0] and fbe_login.username in started[0]
+    assert main_login.password not in stderr and fbe_login.password not in stderr
 
 
 def test_parse_account() -> None:

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 
-from daemon.emag.client import basic_auth_header
-from sandbox import Market, Sandbox
+from sandbox import Sandbox
+from tests.logins import auth
 
 BASE = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
-AUTH = {"Authorization": basic_auth_header("main@sandbox.test", "sandbox-main")}
-FBE_AUTH = {"Authorization": basic_auth_header("fbe@sandbox.test", "sandbox-fbe")}
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-async def sb() -> AsyncIterator[Sandbox]:
-    market = Market.with_default_accounts(offers=250, orders=120, seed=5, base_time=BASE)
-    async with Sandbox(market, rate_mode="off") as sandbox:
-        yield sandbox
+MARKET = {"offers": 250, "orders": 120, "seed": 5, "base_time": BASE}  # the conftest's market and sb fixtures
 
 
 async def inject(session: aiohttp.ClientSession, sb: Sandbox, *specs: dict[str, Any], account: str = "main") -> None:
@@ -37,9 +22,14 @@ async def inject(session: aiohttp.ClientSession, sb: Sandbox, *specs: dict[str, 
 
 
 async def post(
-    session: aiohttp.ClientSession, sb: Sandbox, route: str, body: Any = None, headers: dict[str, str] = AUTH, **kw: Any
+    session: aiohttp.ClientSession,
+    sb: Sandbox,
+    route: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    **kw: Any,
 ) -> tuple[int, str, str]:
-    async with session.post(f"{sb.base_url}/{route}", json=body or {}, headers=headers, **kw) as resp:
+    async with session.post(f"{sb.base_url}/{route}", json=body or {}, headers=headers or auth(), **kw) as resp:
         return resp.status, resp.content_type, await resp.text()
 
 
@@ -57,7 +47,7 @@ async def test_status_burst_on_one_page_of_one_account(sb: Sandbox, session: aio
         status, content_type, text = await post(session, sb, "order/read", {"currentPage": 2})
         assert (status, content_type) == (502, "text/html") and "502 Bad Gateway" in text
     assert (await post(session, sb, "order/read", {"currentPage": 2}))[0] == 200, "the burst is over"
-    status, content_type, text = await post(session, sb, "order/read", headers=FBE_AUTH)
+    status, content_type, text = await post(session, sb, "order/read", headers=auth("fbe"))
     assert (status, content_type) == (504, "application/json") and json.loads(text)["isError"] is True
 
 
@@ -106,7 +96,7 @@ async def test_malformed_auth_and_throttle(sb: Sandbox, session: aiohttp.ClientS
         json.loads(text)
     status, _, text = await post(session, sb, "product_offer/read")
     assert status == 403 and json.loads(text)["messages"] == ["You are not allowed to use this API."]
-    async with session.post(f"{sb.base_url}/order/count", json={}, headers=AUTH) as resp:
+    async with session.post(f"{sb.base_url}/order/count", json={}, headers=auth()) as resp:
         assert resp.status == 429 and await resp.text() == '{"message":"API rate limit exceeded"}'
         assert "X-RateLimit-Limit-3second" in resp.headers
     assert sb.market.account("main").stats.throttled == 1

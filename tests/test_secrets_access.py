@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from sandbox import DEFAULT_LOGINS
+from sandbox.testbed import REPO
 from tests.harness import config_doc, write_config
 
-REPO = Path(__file__).resolve().parent.parent
 NOBODY = 65534
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run commands as another user")
@@ -56,9 +57,9 @@ def as_nobody(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 def _config(etc: Path, db_url: str) -> Path:
     doc = config_doc(db_url, "http://127.0.0.1:9/api-3", accounts=("main",))
-    del doc["accounts"]["main"]["password"]
+    password = doc["accounts"]["main"].pop("password")
     doc["accounts"]["main"]["password_file"] = str(etc / "main.password")
-    (etc / "main.password").write_text("sandbox-main\n")
+    (etc / "main.password").write_text(password + "\n")
     (etc / "main.password").chmod(0o600)  # root-only, as the README recommends
     config = write_config(etc / "emag-sync.toml", doc)
     config.chmod(0o644)
@@ -87,7 +88,7 @@ def test_commands_that_call_emag_still_need_it(etc: Path, db_url: str) -> None:
 def test_an_unreadable_credentials_directory_is_a_config_error(etc: Path, db_url: str) -> None:
     creds = etc / "credentials"
     creds.mkdir(mode=0o700)  # root's: what a service user sees of another unit's credentials
-    (creds / "main.password").write_text("sandbox-main")
+    (creds / "main.password").write_text(DEFAULT_LOGINS["main"].password)
     for command in (["check-config", "--secrets"], ["run"]):
         proc = as_nobody("--config", str(_config(etc, db_url)), *command, env={"CREDENTIALS_DIRECTORY": str(creds)})
         assert proc.returncode == 78, proc.stderr

@@ -12,21 +12,16 @@ import pytest
 from sandbox import Fault, Market, Sandbox
 from tests.harness import assert_fidelity, make_settings, sync, with_sync
 
-
-@pytest.fixture
-def market() -> Market:
-    return Market.with_default_accounts(offers=450, orders=260, seed=7)
+MARKET = {"offers": 450, "orders": 260, "seed": 7}  # the conftest's market fixture
 
 
-async def _runs(db_url: str) -> list[dict]:
-    conn = await asyncpg.connect(db_url)
-    try:
-        return [dict(r) for r in await conn.fetch("SELECT * FROM emag_sync.sync_runs ORDER BY id")]
-    finally:
-        await conn.close()
+async def _runs(conn: asyncpg.Connection) -> list[dict]:
+    return [dict(r) for r in await conn.fetch("SELECT * FROM emag_sync.sync_runs ORDER BY id")]
 
 
-async def test_full_then_incremental_fidelity_two_accounts(db_url: str, market: Market) -> None:
+async def test_full_then_incremental_fidelity_two_accounts(
+    db_url: str, conn: asyncpg.Connection, market: Market
+) -> None:
     async with Sandbox(market, rate_mode="off") as sb:
         settings = make_settings(db_url, sb.base_url)
         results = await sync(settings)
@@ -37,7 +32,7 @@ async def test_full_then_incremental_fidelity_two_accounts(db_url: str, market: 
             ("main", "orders", "completed"),
         ]
         for account in ("main", "fbe"):
-            await assert_fidelity(db_url, market, account)
+            await assert_fidelity(conn, market, account)
 
         changed: dict[str, set[int]] = {}
         for account in ("main", "fbe"):
@@ -49,21 +44,17 @@ async def test_full_then_incremental_fidelity_two_accounts(db_url: str, market: 
         results = await sync(settings)
         assert {r.status for r in results} == {"completed"}
         for account in ("main", "fbe"):
-            await assert_fidelity(db_url, market, account)
+            await assert_fidelity(conn, market, account)
         by_pair = {(r.account, r.resource): r.progress for r in results}
         # incremental orders re-read only what changed (plus the overlap window), not all 260
         assert by_pair[("main", "orders")].items_seen < 100
         assert by_pair[("main", "offers")].items_written == len(changed["main"])
         assert by_pair[("main", "offers")].items_unchanged == 450 + 7 - 4 - len(changed["main"])
 
-    conn = await asyncpg.connect(db_url)
-    try:
-        missing = await conn.fetchval("SELECT count(*) FROM emag_sync.offers WHERE missing_since IS NOT NULL")
-        assert missing == 8  # removed offers are marked, never deleted
-        dupes = await conn.fetchval("SELECT count(*) - count(DISTINCT (account, id)) FROM emag_sync.orders")
-        assert dupes == 0
-    finally:
-        await conn.close()
+    missing = await conn.fetchval("SELECT count(*) FROM emag_sync.offers WHERE missing_since IS NOT NULL")
+    assert missing == 8  # removed offers are marked, never deleted
+    dupes = await conn.fetchval("SELECT count(*) - count(DISTINCT (account, id)) FROM emag_sync.orders")
+    assert dupes == 0
 
 
 TRANSIENT = [
@@ -83,14 +74,16 @@ TRANSIENT = [
 
 
 @pytest.mark.parametrize("faults", TRANSIENT)
-async def test_transient_faults_lose_nothing(db_url: str, market: Market, faults: list[Fault]) -> None:
+async def test_transient_faults_lose_nothing(
+    db_url: str, conn: asyncpg.Connection, market: Market, faults: list[Fault]
+) -> None:
     market.account("main").faults.add(faults)
     async with Sandbox(market, rate_mode="off") as sb:
         settings = with_sync(make_settings(db_url, sb.base_url, accounts=("main",)), read_timeout_s=1.0)
         results = await sync(settings)
     assert {r.status for r in results} == {"completed"}, [r.error for r in results]
     assert sum(r.progress.api_retries for r in results) >= 1
-    await assert_fidelity(db_url, market, "main")
+    await assert_fidelity(conn, market, "main")
 
 
 FATAL = [
@@ -113,10 +106,10 @@ FATAL = [
 
 @pytest.mark.parametrize(("fault", "status", "reason"), FATAL)
 async def test_fatal_faults_end_by_themselves_with_a_reason(
-    db_url: str, market: Market, fault: Fault, status: str, reason: str
+    db_url: str, conn: asyncpg.Connection, market: Market, fault: Fault, status: str, reason: str
 ) -> None:
     if fault.kind == "endless":  # a catalog of whole pages: the page after the last would be empty
-        market = Market.with_default_accounts(offers=400, orders=10, seed=7)
+        market = Market.with_default_accounts(**{**MARKET, "offers": 400, "orders": 10})
     market.account("main").faults.add([fault])
     async with Sandbox(market, rate_mode="off") as sb:
         settings = with_sync(
@@ -128,17 +121,19 @@ async def test_fatal_faults_end_by_themselves_with_a_reason(
         (result,) = await sync(settings, resources=("offers",))
     assert result.status == status
     assert reason in (result.error or "")
-    (row,) = await _runs(db_url)
+    (row,) = await _runs(conn)
     assert (row["status"], row["finished_at"] is not None) == (status, True)
     assert reason in row["error"]
 
 
-async def test_lying_count_too_high_still_completes_exactly(db_url: str, market: Market) -> None:
+async def test_lying_count_too_high_still_completes_exactly(
+    db_url: str, conn: asyncpg.Connection, market: Market
+) -> None:
     market.account("main").faults.add([Fault("lying_count", resource="offers", pages=40, items=4000, times=0)])
     async with Sandbox(market, rate_mode="off") as sb:
         (result,) = await sync(make_settings(db_url, sb.base_url, accounts=("main",)), resources=("offers",))
     assert result.status == "completed"
-    await assert_fidelity(db_url, market, "main", include_missing=True, resources=("offers",))
+    await assert_fidelity(conn, market, "main", include_missing=True, resources=("offers",))
 
 
 async def test_max_pages_fails_loudly_never_truncates(db_url: str, market: Market) -> None:
@@ -149,12 +144,12 @@ async def test_max_pages_fails_loudly_never_truncates(db_url: str, market: Marke
     assert result.progress.pages_done == 2
 
 
-async def test_deadline_ends_the_run_as_timeout(db_url: str, market: Market) -> None:
+async def test_deadline_ends_the_run_as_timeout(db_url: str, conn: asyncpg.Connection, market: Market) -> None:
     async with Sandbox(market, rate_mode="off", latency_s=0.4) as sb:
         settings = with_sync(make_settings(db_url, sb.base_url, accounts=("main",)), timeout_s=1.0, prefetch_pages=1)
         (result,) = await sync(settings, resources=("offers",))
     assert result.status == "timeout"
-    (row,) = await _runs(db_url)
+    (row,) = await _runs(conn)
     assert row["status"] == "timeout" and "deadline" in row["error"]
 
 
@@ -169,25 +164,25 @@ async def test_invalid_records_are_counted_not_fatal(db_url: str, market: Market
     assert result.progress.items_written == 450 - 2
 
 
-async def test_page_by_page_commits_and_resume_after_a_dead_run(db_url: str, market: Market) -> None:
+async def test_page_by_page_commits_and_resume_after_a_dead_run(
+    db_url: str, conn: asyncpg.Connection, market: Market
+) -> None:
     # The first run dies at page 4 (the page never comes back); pages 1-3 are committed.
     market.account("main").faults.add([Fault("is_error", resource="offers", page=4, times=1)])
     async with Sandbox(market, rate_mode="off") as sb:
         settings = with_sync(make_settings(db_url, sb.base_url, accounts=("main",)), prefetch_pages=1)
         (first,) = await sync(settings, resources=("offers",))
         assert first.status == "failed" and first.progress.pages_done == 3
-        conn = await asyncpg.connect(db_url)
-        try:
-            assert await conn.fetchval("SELECT count(*) FROM emag_sync.offers") == 300
-        finally:
-            await conn.close()
+        assert await conn.fetchval("SELECT count(*) FROM emag_sync.offers") == 300
         (second,) = await sync(settings, resources=("offers",))
     assert second.status == "completed"
     assert second.progress.items_seen == 150  # resumed at page 4: pages 4 and 5 only
-    await assert_fidelity(db_url, market, "main", include_missing=True, resources=("offers",))
+    await assert_fidelity(conn, market, "main", include_missing=True, resources=("offers",))
 
 
-async def test_heartbeat_advances_while_waiting_on_the_api(db_url: str, market: Market) -> None:
+async def test_heartbeat_advances_while_waiting_on_the_api(
+    db_url: str, conn: asyncpg.Connection, market: Market
+) -> None:
     import anyio
 
     market.account("main").faults.add([Fault("hang", resource="offers", page=1, times=1, seconds=2.5)])
@@ -197,25 +192,26 @@ async def test_heartbeat_advances_while_waiting_on_the_api(db_url: str, market: 
             make_settings(db_url, sb.base_url, accounts=("main",)), heartbeat_interval_s=0.2, read_timeout_s=10.0
         )
 
-        async def watch() -> None:
-            conn = await asyncpg.connect(db_url)
-            try:
-                for _ in range(40):
-                    await anyio.sleep(0.1)
-                    row = await conn.fetchrow("SELECT heartbeat_at, pages_done FROM emag_sync.sync_runs")
-                    if row and row["pages_done"] == 0:
-                        beats.append(row["heartbeat_at"])
-            finally:
-                await conn.close()
+        synced = anyio.Event()
+
+        async def watch() -> None:  # until the run is done: then page 1 has long arrived
+            while not synced.is_set():
+                await anyio.sleep(0.1)
+                row = await conn.fetchrow("SELECT heartbeat_at, pages_done FROM emag_sync.sync_runs")
+                if row and row["pages_done"] == 0:
+                    beats.append(row["heartbeat_at"])
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
             (result,) = await sync(settings, resources=("offers",))
+            synced.set()
     assert result.status == "completed"
     assert len(set(beats)) >= 5  # the row kept beating while page 1 hung for 2.5 s
 
 
-async def test_each_run_records_the_api_latency_and_the_rate_limiter_wait(db_url: str, market: Market) -> None:
+async def test_each_run_records_the_api_latency_and_the_rate_limiter_wait(
+    db_url: str, conn: asyncpg.Connection, market: Market
+) -> None:
     # eMAG answering in 80 ms, its limits on: the latency is eMAG's, the rest of the time our limiter's
     async with Sandbox(market, rate_mode="sliding", latency_s=0.08) as sb:
         (result,) = await sync(
@@ -226,7 +222,7 @@ async def test_each_run_records_the_api_latency_and_the_rate_limiter_wait(db_url
     assert 0.08 <= progress.api_latency_p50_s <= progress.api_latency_p95_s <= progress.api_latency_max_s < 1.0
     # 6 requests at 3/s: at least ~1.5 s spent waiting for the limiter, not on eMAG
     assert progress.api_wait_s >= 1.3
-    (row,) = await _runs(db_url)
+    (row,) = await _runs(conn)
     assert (row["api_latency_p50_s"], row["api_latency_p95_s"], row["api_latency_max_s"], row["api_wait_s"]) == (
         progress.api_latency_p50_s,
         progress.api_latency_p95_s,

@@ -4,6 +4,7 @@ page transaction, bugs and bad credentials at start, early ends of a scan."""
 from __future__ import annotations
 
 import time
+from functools import partial
 
 import anyio
 import asyncpg
@@ -15,42 +16,35 @@ from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_pair
 from daemon.sync.run import RunRequest
 from sandbox import Fault, Market, Sandbox
+from sandbox.testbed import wait_blocked_by
 from tests.harness import assert_fidelity, make_settings, sync, with_sync
 
-
-@pytest.fixture
-def market() -> Market:
-    return Market.with_default_accounts(offers=450, orders=260, seed=11)
+MARKET = {"offers": 450, "orders": 260, "seed": 11}  # the conftest's market fixture
 
 
-async def _rows(db_url: str, sql: str) -> list[dict]:
-    conn = await asyncpg.connect(db_url)
-    try:
-        return [dict(r) for r in await conn.fetch(sql)]
-    finally:
-        await conn.close()
+async def _rows(conn: asyncpg.Connection, sql: str) -> list[dict]:
+    return [dict(r) for r in await conn.fetch(sql)]
 
 
-async def test_a_cancel_inside_a_blocked_page_commit_still_closes_the_row(db_url: str, market: Market) -> None:
+async def test_a_cancel_inside_a_blocked_page_commit_still_closes_the_row(
+    db_url: str, conn: asyncpg.Connection, market: Market
+) -> None:
     # Another session holds the checkpoint row, so page 1's transaction blocks after it has
     # already updated (and row-locked) its sync_runs row; then the run is cancelled.
-    blocker = await asyncpg.connect(db_url)
-    try:
-        await blocker.execute("INSERT INTO emag_sync.sync_state (account, resource) VALUES ('main', 'offers')")
-        async with blocker.transaction():
-            await blocker.execute("SELECT 1 FROM emag_sync.sync_state WHERE account = 'main' FOR UPDATE")
-            async with Sandbox(market, rate_mode="off") as sb:
-                settings = make_settings(db_url, sb.base_url, accounts=("main",))
-                began = time.monotonic()
-                with anyio.move_on_after(2.0):
-                    await sync(settings, resources=("offers",))
-                elapsed = time.monotonic() - began
-    finally:
-        await blocker.close()
-    (row,) = await _rows(db_url, "SELECT status, pages_done, error FROM emag_sync.sync_runs")
+    blocker = conn
+    await blocker.execute("INSERT INTO emag_sync.sync_state (account, resource) VALUES ('main', 'offers')")
+    async with blocker.transaction():
+        await blocker.execute("SELECT 1 FROM emag_sync.sync_state WHERE account = 'main' FOR UPDATE")
+        async with Sandbox(market, rate_mode="off") as sb, anyio.create_task_group() as tg:
+            tg.start_soon(partial(sync, make_settings(db_url, sb.base_url, accounts=("main",)), resources=("offers",)))
+            await wait_blocked_by(blocker)  # the page's transaction waits on the checkpoint row
+            began = time.monotonic()
+            tg.cancel_scope.cancel()
+        elapsed = time.monotonic() - began
+    (row,) = await _rows(conn, "SELECT status, pages_done, error FROM emag_sync.sync_runs")
     assert row["status"] == "cancelled" and row["pages_done"] == 0
-    assert elapsed < 8  # closed at once, not after the close timeout
-    assert await _rows(db_url, "SELECT id FROM emag_sync.offers") == []  # the blocked page rolled back
+    assert elapsed < 6  # closed at once, not after the close timeout
+    assert await _rows(conn, "SELECT id FROM emag_sync.offers") == []  # the blocked page rolled back
 
 
 async def _run_main_offers(settings: Settings, reload: Settings | None = None):
@@ -85,7 +79,9 @@ async def test_a_bug_in_a_run_is_a_failed_result_not_a_crash(
     assert result.status == "failed" and result.error == "internal error: KeyError: 'surprise'"
 
 
-async def test_an_early_empty_page_fails_the_scan_and_the_next_run_resumes(db_url: str, market: Market) -> None:
+async def test_an_early_empty_page_fails_the_scan_and_the_next_run_resumes(
+    db_url: str, conn: asyncpg.Connection, market: Market
+) -> None:
     market.account("main").faults.add([Fault("empty_page", resource="offers", page=3, times=1)])
     async with Sandbox(market, rate_mode="off") as sb:
         settings = make_settings(db_url, sb.base_url, accounts=("main",))
@@ -94,8 +90,8 @@ async def test_an_early_empty_page_fails_the_scan_and_the_next_run_resumes(db_ur
         assert "ended the scan after page 2 of 5 counted" in first.error
         (second,) = await sync(settings, resources=("offers",))
     assert second.status == "completed" and second.progress.items_seen == 250  # pages 3-5
-    await assert_fidelity(db_url, market, "main", resources=("offers",))
-    assert await _rows(db_url, "SELECT id FROM emag_sync.offers WHERE missing_since IS NOT NULL") == []
+    await assert_fidelity(conn, market, "main", resources=("offers",))
+    assert await _rows(conn, "SELECT id FROM emag_sync.offers WHERE missing_since IS NOT NULL") == []
 
 
 async def test_a_catalog_that_shrank_since_the_count_ends_the_scan_cleanly(db_url: str, market: Market) -> None:
@@ -108,7 +104,9 @@ async def test_a_catalog_that_shrank_since_the_count_ends_the_scan_cleanly(db_ur
     assert len(removed) == 200
 
 
-async def test_an_order_shifted_past_a_page_boundary_is_not_lost(db_url: str, market: Market) -> None:
+async def test_an_order_shifted_past_a_page_boundary_is_not_lost(
+    db_url: str, conn: asyncpg.Connection, market: Market
+) -> None:
     account = market.account("main")
     read = account.read
     slipped: list[int] = []
@@ -128,5 +126,5 @@ async def test_an_order_shifted_past_a_page_boundary_is_not_lost(db_url: str, ma
         (result,) = await sync(settings, resources=("orders",), mode="full")
     assert slipped, "no window held three pages of orders"
     assert result.status == "completed"
-    assert await _rows(db_url, f"SELECT id FROM emag_sync.orders WHERE id = {slipped[0]}") == [{"id": slipped[0]}]
-    assert await _rows(db_url, "SELECT count(*) AS n FROM emag_sync.orders") == [{"n": 260}]
+    assert await _rows(conn, f"SELECT id FROM emag_sync.orders WHERE id = {slipped[0]}") == [{"id": slipped[0]}]
+    assert await _rows(conn, "SELECT count(*) AS n FROM emag_sync.orders") == [{"n": 260}]

@@ -15,11 +15,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from sandbox.testbed import REPO, connection
 from tests.harness import config_doc, write_config
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
 LONG = {"offers_interval_s": 3600.0, "orders_interval_s": 3600.0, "jitter_s": 0.2, "shutdown_grace_s": 0.5}
 
 
@@ -35,8 +35,8 @@ def emag_sync(config: Path, *args: str, timeout: float = 60) -> subprocess.Compl
     )
 
 
-async def test_request_sync_is_one_call_grantable_on_its_own(db_url: str) -> None:
-    owner = await asyncpg.connect(db_url)
+async def test_request_sync_is_one_call_grantable_on_its_own(db_url: str, conn: asyncpg.Connection) -> None:
+    owner = conn
     role = f"erp_{uuid.uuid4().hex[:8]}"
     try:
         await owner.execute(
@@ -45,16 +45,12 @@ async def test_request_sync_is_one_call_grantable_on_its_own(db_url: str) -> Non
         )
         await owner.execute(f'CREATE ROLE "{role}" LOGIN')
         erp_url = db_url.replace("postgres@", f"{role}@", 1)
-        erp = await asyncpg.connect(erp_url)
-        try:
+        async with connection(erp_url) as erp:
             with pytest.raises(asyncpg.InsufficientPrivilegeError):  # EXECUTE is not PUBLIC's
                 await erp.fetch("SELECT emag_sync.request_sync('main', 'orders')")
-        finally:
-            await erp.close()
         await owner.execute(f'GRANT USAGE ON SCHEMA emag_sync TO "{role}"')
         await owner.execute(f'GRANT EXECUTE ON FUNCTION emag_sync.request_sync(text, text) TO "{role}"')
-        erp = await asyncpg.connect(erp_url)
-        try:
+        async with connection(erp_url) as erp:
             (one,) = await erp.fetch("SELECT emag_sync.request_sync('main', 'orders')")
             both = await erp.fetch("SELECT * FROM emag_sync.request_sync('main')")  # all: offers and orders
             only_orders = await erp.fetch("SELECT emag_sync.request_sync('fbe', 'all')")  # fbe syncs orders only
@@ -66,8 +62,6 @@ async def test_request_sync_is_one_call_grantable_on_its_own(db_url: str) -> Non
                 await erp.fetch("SELECT emag_sync.request_sync('fbe', 'offers')")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):  # the tables stay the owner's
                 await erp.fetch("SELECT * FROM emag_sync.sync_requests")
-        finally:
-            await erp.close()
         rows = await owner.fetch(
             "SELECT id, account, resource, requested_by, served_at FROM emag_sync.sync_requests ORDER BY id"
         )
@@ -83,7 +77,6 @@ async def test_request_sync_is_one_call_grantable_on_its_own(db_url: str) -> Non
         await owner.execute("DELETE FROM emag_sync.sync_requests")
         await owner.execute(f'DROP OWNED BY "{role}"')
         await owner.execute(f'DROP ROLE "{role}"')
-        await owner.close()
 
 
 def test_with_no_daemon_a_request_waits_and_status_shows_it(db_url: str, tmp_path: Path) -> None:

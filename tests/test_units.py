@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from daemon.constants import EXIT_UNAVAILABLE
+from sandbox.testbed import REPO
+
 UNITS = ("emag-sync.service", "emag-sync-monitor.service")
 MAX_EXPOSURE = 2.0
 
@@ -182,8 +184,9 @@ def test_monitor_gets_no_secrets_and_starts_on_its_own() -> None:
 
 def test_monitor_starts_without_account_secrets(tmp_path: Path) -> None:
     """The monitor unit hands over no credentials, so the monitor must load a configuration
-    whose password files it cannot read: it may fail on the database (69), never on the
-    secrets with EX_CONFIG (78), which would leave the unit dead without a restart."""
+    whose password files it cannot read: it gets past the configuration and fails on the
+    database, which refuses it here (69), never on the secrets with EX_CONFIG (78), which
+    would leave the unit dead without a restart."""
     config = tmp_path / "emag-sync.toml"
     config.write_text(
         '[database]\nurl = "postgresql://postgres@127.0.0.1:1/postgres"\nconnect_timeout_s = 2.0\n'
@@ -199,4 +202,5 @@ def test_monitor_starts_without_account_secrets(tmp_path: Path) -> None:
         env=env,
         cwd=REPO,
     )
-    assert proc.returncode != 78, proc.stderr
+    assert proc.returncode == EXIT_UNAVAILABLE, proc.stderr
+    assert "database unavailable" in proc.stderr and "configuration error" not in proc.stderr

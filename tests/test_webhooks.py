@@ -66,29 +66,22 @@ async def close_a_run(store: Store, status: str = "completed") -> int:
     return opened.id
 
 
-async def deliveries(db_url: str) -> list[dict]:
-    conn = await asyncpg.connect(db_url)
-    try:
-        return [dict(r) for r in await conn.fetch("SELECT * FROM emag_sync.webhook_deliveries ORDER BY id")]
-    finally:
-        await conn.close()
+async def deliveries(conn: asyncpg.Connection) -> list[dict]:
+    return [dict(r) for r in await conn.fetch("SELECT * FROM emag_sync.webhook_deliveries ORDER BY id")]
 
 
-async def test_every_run_end_is_notified_whoever_closes_it(store: Store, db_url: str) -> None:
-    listener = await asyncpg.connect(db_url)
+async def test_every_run_end_is_notified_whoever_closes_it(store: Store, conn: asyncpg.Connection) -> None:
+    listener = conn
     heard: list[dict] = []
     await listener.add_listener("emag_sync_runs", lambda *args: heard.append(json.loads(args[3])))
-    try:
-        closed = await close_a_run(store)
-        async with store.lease("main", "offers") as lease:  # a run whose process dies...
-            dead = (await lease.open_run("full", "schedule")).id
-        await listener.execute(
-            "UPDATE emag_sync.sync_runs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1", dead
-        )
-        await recover_stuck(store, stale_after_s=60, max_age_s=7200, by="test")  # ...is closed by the monitor
-        await asyncio.sleep(0.2)
-    finally:
-        await listener.close()
+    closed = await close_a_run(store)
+    async with store.lease("main", "offers") as lease:  # a run whose process dies...
+        dead = (await lease.open_run("full", "schedule")).id
+    await listener.execute(
+        "UPDATE emag_sync.sync_runs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1", dead
+    )
+    await recover_stuck(store, stale_after_s=60, max_age_s=7200, by="test")  # ...is closed by the monitor
+    await asyncio.sleep(0.2)
     assert [(n["run_id"], n["status"]) for n in heard] == [(closed, "completed"), (dead, "failed")]
     first = heard[0]
     assert (first["event"], first["account"], first["resource"], first["items_written"]) == (
@@ -100,7 +93,7 @@ async def test_every_run_end_is_notified_whoever_closes_it(store: Store, db_url:
     assert "stuck" in heard[1]["error"]
 
 
-async def test_a_webhook_is_posted_signed_and_logged(store: Store, db_url: str) -> None:
+async def test_a_webhook_is_posted_signed_and_logged(store: Store, conn: asyncpg.Connection) -> None:
     receiver = Receiver()
     async with receiving(receiver) as url:
         await store.set_webhook_targets((url,))
@@ -117,14 +110,14 @@ async def test_a_webhook_is_posted_signed_and_logged(store: Store, db_url: str) 
     assert headers["X-Emag-Sync-Signature"] == expected and headers["X-Emag-Sync-Event"] == "run.ended"
     payload = json.loads(body)
     assert (payload["run_id"], payload["status"], payload["pages_done"]) == (run_id, "completed", 2)
-    (row,) = await deliveries(db_url)
+    (row,) = await deliveries(conn)
     assert (row["status"], row["attempts"], row["last_status"]) == ("delivered", 1, 204)
     assert headers["X-Emag-Sync-Delivery"] == str(row["id"])
 
 
 @pytest.mark.parametrize("mode", ["down", "error"])
 async def test_a_receiver_that_fails_gets_bounded_retries(
-    store: Store, db_url: str, mode: str, monkeypatch: pytest.MonkeyPatch
+    store: Store, conn: asyncpg.Connection, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(webhooks, "RETRY_BASE_S", 0.05)
     receiver = Receiver("error")
@@ -138,17 +131,17 @@ async def test_a_receiver_that_fails_gets_bounded_retries(
         async with anyio.create_task_group() as tg:
             tg.start_soon(sender.run)
             with anyio.fail_after(15):
-                while (await deliveries(db_url))[0]["status"] == "pending":
+                while (await deliveries(conn))[0]["status"] == "pending":
                     sender.poke()
                     await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
-    (row,) = await deliveries(db_url)
+    (row,) = await deliveries(conn)
     assert (row["status"], row["attempts"]) == ("failed", 3)
     assert (row["last_error"] == "HTTP 500") if mode == "error" else ("ClientConnector" in row["last_error"])
     assert len(receiver.got) == (3 if mode == "error" else 0)
 
 
-async def test_a_receiver_that_hangs_never_holds_a_run_or_a_stop(store: Store, db_url: str) -> None:
+async def test_a_receiver_that_hangs_never_holds_a_run_or_a_stop(store: Store, conn: asyncpg.Connection) -> None:
     receiver = Receiver("hang")
     async with receiving(receiver) as url:
         await store.set_webhook_targets((url,))
@@ -163,14 +156,12 @@ async def test_a_receiver_that_hangs_never_holds_a_run_or_a_stop(store: Store, d
             await close_a_run(store)  # the sender is stuck in its POST: runs close at their own pace
             close_s = time.monotonic() - began
             with anyio.fail_after(5):
-                while (await deliveries(db_url))[0]["attempts"] < 1 or (await deliveries(db_url))[0][
-                    "last_error"
-                ] is None:
+                while (await deliveries(conn))[0]["attempts"] < 1 or (await deliveries(conn))[0]["last_error"] is None:
                     await anyio.sleep(0.05)
             began = time.monotonic()
             tg.cancel_scope.cancel()
         stop_s = time.monotonic() - began
-    first = (await deliveries(db_url))[0]
+    first = (await deliveries(conn))[0]
     assert close_s < 0.5 and stop_s < 0.5
     assert first["status"] == "pending" and first["last_error"] == "no answer within 0.5 s"
 
