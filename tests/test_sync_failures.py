@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import Any
 
 import anyio
 import asyncpg
 import pytest
 
 from daemon.config import Settings
-from daemon.store import Store
+from daemon.store import Store, StoreError
+from daemon.store.lease import RunLease
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_pair
 from daemon.sync.run import RunRequest
@@ -77,6 +79,30 @@ async def test_a_bug_in_a_run_is_a_failed_result_not_a_crash(
     async with Sandbox(market, rate_mode="off") as sb:
         result = await _run_main_offers(make_settings(db_url, sb.base_url, accounts=("main",)))
     assert result.status == "failed" and result.error == "internal error: KeyError: 'surprise'"
+
+
+async def test_a_page_whose_write_fails_is_not_counted(
+    db_url: str, conn: asyncpg.Connection, market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = RunLease.commit_offers
+    calls = 0
+
+    async def third_fails(self: RunLease, *args: Any) -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise StoreError("injected: the page's transaction failed")
+        return await commit(self, *args)
+
+    monkeypatch.setattr(RunLease, "commit_offers", third_fails)
+    async with Sandbox(market, rate_mode="off") as sb:
+        result = await _run_main_offers(make_settings(db_url, sb.base_url, accounts=("main",)))
+    progress = result.progress
+    assert result.status == "failed" and "injected" in (result.error or "")
+    assert (progress.pages_done, progress.items_seen, progress.items_written) == (2, 200, 200)
+    (row,) = await _rows(conn, "SELECT pages_done, items_seen, items_written FROM emag_sync.sync_runs")
+    assert row == {"pages_done": 2, "items_seen": 200, "items_written": 200}  # the row agrees with the tables
+    assert await conn.fetchval("SELECT count(*) FROM emag_sync.offers") == 200
 
 
 async def test_an_early_empty_page_fails_the_scan_and_the_next_run_resumes(

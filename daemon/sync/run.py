@@ -275,11 +275,16 @@ class SyncRun:
 
     async def _commit(self, page_no: int, rows: list[Any], invalid: int, write: Callable) -> None:
         c = self.counters
-        c.items_seen += len(rows) + invalid
-        c.items_invalid += invalid
         began = time.monotonic()
-        progress = replace(c.snapshot(), pages_done=c.pages_done + 1)  # as it stands once this page commits
+        # As it stands once this page commits; counted in only once it has.
+        progress = replace(
+            c.snapshot(),
+            pages_done=c.pages_done + 1,
+            items_seen=c.items_seen + len(rows) + invalid,
+            items_invalid=c.items_invalid + invalid,
+        )
         inserted, updated = await write(rows, progress)
+        c.items_seen, c.items_invalid = progress.items_seen, progress.items_invalid
         c.items_written += inserted + updated
         c.items_unchanged += len(rows) - inserted - updated
         self.log.info(
