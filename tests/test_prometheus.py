@@ -5,7 +5,6 @@ server scrapes the monitor and answers a PromQL query with a run the test insert
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -24,11 +23,9 @@ from monitor.state import MonitorState
 from sandbox.testbed import REPO
 from tests.history import SCHEMA, insert_run, seed, settings_for
 from tests.scrape import get, monitor_http
+from tests.tools import debian_tool
 
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 CONFIG = REPO / "config" / "prometheus"
-needs_promtool = pytest.mark.skipif(not Path(PROMTOOL).exists(), reason="promtool is not installed")
 
 
 async def metrics_body(settings: Settings, conn: asyncpg.Connection, store: Store) -> str:
@@ -39,26 +36,32 @@ async def metrics_body(settings: Settings, conn: asyncpg.Connection, store: Stor
         return (await get(base + "/metrics"))[2]
 
 
-@needs_promtool
 async def test_promtool_check_metrics_accepts_the_exposition(
     db_url: str, conn: asyncpg.Connection, store: Store
 ) -> None:
     body = await metrics_body(settings_for(db_url), conn, store)
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [debian_tool("promtool", "prometheus"), "check", "metrics"],
+        input=body,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == ""  # no lint findings at all
 
 
-@needs_promtool
 def test_promtool_alert_rule_tests_pass() -> None:
     result = subprocess.run(
-        [PROMTOOL, "test", "rules", str(CONFIG / "alerts_test.yml")], capture_output=True, text=True, timeout=60
+        [debian_tool("promtool", "prometheus"), "test", "rules", str(CONFIG / "alerts_test.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
-@needs_promtool
 def test_every_alert_has_firing_and_silent_cases() -> None:
     rules = (CONFIG / "alerts.yml").read_text()
     tests = (CONFIG / "alerts_test.yml").read_text()
@@ -71,14 +74,18 @@ def test_every_alert_has_firing_and_silent_cases() -> None:
         assert any("exp_labels:" in b for b in mine), f"{name}: no firing case"
 
 
-@needs_promtool
 def test_example_scrape_config_is_valid(tmp_path: Path) -> None:
     text = (CONFIG / "prometheus.yml.example").read_text()
     installed = "/opt/emag-sync/share/prometheus/alerts.yml"  # where deploy_sync_system.sh puts it (test_deploy)
     assert installed in text
     config = tmp_path / "prometheus.yml"
     config.write_text(text.replace(installed, str(CONFIG / "alerts.yml")))
-    result = subprocess.run([PROMTOOL, "check", "config", str(config)], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [debian_tool("promtool", "prometheus"), "check", "config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -127,7 +134,6 @@ def prom_query(base: str, expr: str) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus is not installed")
 async def test_real_prometheus_scrapes_the_last_success(
     db_url: str, conn: asyncpg.Connection, store: Store, tmp_path: Path
 ) -> None:
@@ -155,7 +161,7 @@ async def test_real_prometheus_scrapes_the_last_success(
             with (tmp_path / "prometheus.log").open("w") as log:  # the child keeps its own descriptor
                 server = subprocess.Popen(
                     [
-                        PROMETHEUS,
+                        debian_tool("prometheus", "prometheus"),
                         f"--config.file={config}",
                         f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                         f"--web.listen-address=127.0.0.1:{port}",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,10 @@ import pytest
 
 from daemon.constants import EXIT_UNAVAILABLE
 from sandbox.testbed import REPO
+from tests.tools import debian_tool
 
 UNITS = ("emag-sync.service", "emag-sync-monitor.service")
 MAX_EXPOSURE = 2.0
-
-needs_systemd_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (.ci/run installs it)"
-)
 
 
 def parse_unit(unit: str) -> dict[str, dict[str, list[str]]]:
@@ -61,12 +57,14 @@ def seconds(value: str) -> float:
     return float(match.group(1)) * units.get(match.group(2), 1)
 
 
-@needs_systemd_analyze
 @pytest.mark.parametrize("unit", UNITS)
 def test_verify_is_clean(tmp_path: Path, unit: str) -> None:
     copy = local_copy(tmp_path, unit)
     proc = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True, timeout=60
+        [debian_tool("systemd-analyze", "systemd"), "verify", "--man=no", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     output = proc.stdout + proc.stderr
     # systemd may grumble about the host's own units; nothing may be about ours.
@@ -74,13 +72,18 @@ def test_verify_is_clean(tmp_path: Path, unit: str) -> None:
     assert proc.returncode == 0 and not ours, output
 
 
-@needs_systemd_analyze
 @pytest.mark.parametrize("unit", UNITS)
 def test_exposure_at_most_2(tmp_path: Path, unit: str) -> None:
     copy = local_copy(tmp_path, unit)
     # --threshold takes the internal 0-100 scale: exposure 2.0 is 20; above it the exit code is non-zero
     proc = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}", str(copy)],
+        [
+            debian_tool("systemd-analyze", "systemd"),
+            "security",
+            "--offline=true",
+            f"--threshold={int(MAX_EXPOSURE * 10)}",
+            str(copy),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
