@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,11 @@ class WebhookSender:
     def settings(self) -> WebhookSettings:
         return self._settings()
 
+    def _claim_s(self) -> float:
+        """Long enough for a batch's last delivery: it may wait for the rounds before it,
+        then post for up to timeout_s, then be recorded."""
+        return math.ceil(BATCH / PARALLEL) * self.settings.timeout_s + 5
+
     def poke(self, _payload: str = "") -> None:
         self._wake.set()
 
@@ -63,7 +69,7 @@ class WebhookSender:
                 batch: list[dict[str, Any]] = []
                 if self.settings.urls:  # without URLs (so without a secret) this daemon sends nothing
                     try:
-                        batch = await self.store.claim_deliveries(BATCH, lease_s=self.settings.timeout_s * 2 + 5)
+                        batch = await self.store.claim_deliveries(BATCH, lease_s=self._claim_s())
                     except StoreError as exc:
                         log.warning("webhook.claim_failed", error=str(exc))
                 if batch:
@@ -94,7 +100,7 @@ class WebhookSender:
             log.warning("webhook.retry", **ctx, http_status=status, error=error, retry_in_s=round(wait_s, 1))
         with anyio.CancelScope(shield=True):
             try:
-                await self.store.delivery_attempted(delivery["id"], outcome, status, error, wait_s)
+                await self.store.delivery_attempted(delivery["id"], attempts, outcome, status, error, wait_s)
             except StoreError as exc:  # it comes due again when its claim runs out
                 log.warning("webhook.record_failed", **ctx, error=str(exc))
 

@@ -25,7 +25,7 @@ from daemon import webhooks
 from daemon.settings import WebhookSettings
 from daemon.store import Progress, Store
 from daemon.store.recovery import recover_stuck
-from daemon.webhooks import WebhookSender
+from daemon.webhooks import BATCH, PARALLEL, WebhookSender
 from tests.harness import config_doc, write_config
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
@@ -164,6 +164,27 @@ async def test_a_receiver_that_hangs_never_holds_a_run_or_a_stop(store: Store, c
     first = (await deliveries(conn))[0]
     assert close_s < 0.5 and stop_s < 0.5
     assert first["status"] == "pending" and first["last_error"] == "no answer within 0.5 s"
+
+
+async def test_an_expired_claim_is_the_new_claimants_to_record(store: Store, conn: asyncpg.Connection) -> None:
+    await store.set_webhook_targets(("http://127.0.0.1:9/hook",))
+    await close_a_run(store)
+    (first,) = await store.claim_deliveries(10, lease_s=60)
+    await conn.execute("UPDATE emag_sync.webhook_deliveries SET next_attempt_at = now()")  # the claim ran out
+    (second,) = await store.claim_deliveries(10, lease_s=60)  # another sender takes it
+    assert (first["id"], first["attempts"], second["attempts"]) == (second["id"], 1, 2)
+    await store.delivery_attempted(first["id"], first["attempts"], "failed", None, "late")  # the first one, late
+    (row,) = await deliveries(conn)
+    assert (row["status"], row["last_error"]) == ("pending", None)  # not overwritten
+    await store.delivery_attempted(second["id"], second["attempts"], "delivered", 204, None)
+    (row,) = await deliveries(conn)
+    assert (row["status"], row["last_status"]) == ("delivered", 204)
+
+
+def test_a_claim_outlasts_a_whole_batch() -> None:
+    sender = WebhookSender(None, lambda: WebhookSettings(timeout_s=5.0))  # type: ignore[arg-type]
+    rounds = -(-BATCH // PARALLEL)  # the batch's last delivery waits for the rounds before it
+    assert sender._claim_s() > rounds * 5.0
 
 
 @pytest.mark.slow

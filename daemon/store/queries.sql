@@ -224,11 +224,13 @@ RETURNING d.id, d.run_id, d.url, d.payload, d.attempts;
 
 -- name: delivery_attempted
 -- One attempt's outcome: $2 delivered | pending (again in $5 s) | failed; $3 HTTP status, $4 error.
+-- Only while the claim is still this attempt's ($6): a claim that ran out and was taken
+-- again by another sender is that sender's to record.
 UPDATE {schema}.webhook_deliveries
    SET status = $2, last_status = $3, last_error = $4,
        next_attempt_at = CASE WHEN $2 = 'pending' THEN now() + make_interval(secs => $5) ELSE next_attempt_at END,
        finished_at = CASE WHEN $2 = 'pending' THEN NULL ELSE now() END
- WHERE id = $1;
+ WHERE id = $1 AND attempts = $6;
 
 -- name: recent_deliveries
 -- The delivery log, newest first.

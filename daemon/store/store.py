@@ -187,9 +187,15 @@ class Store:
         return [dict(r) for r in await self.fetch("claim_deliveries", limit, float(lease_s))]
 
     async def delivery_attempted(
-        self, delivery_id: int, status: str, http_status: int | None, error: str | None, retry_in_s: float = 0.0
+        self,
+        delivery_id: int,
+        attempt: int,
+        status: str,
+        http_status: int | None,
+        error: str | None,
+        retry_in_s: float = 0.0,
     ) -> None:
-        await self.execute("delivery_attempted", delivery_id, status, http_status, error, float(retry_in_s))
+        await self.execute("delivery_attempted", delivery_id, status, http_status, error, float(retry_in_s), attempt)
 
     async def recent_deliveries(self, limit: int) -> list[dict[str, Any]]:
         return [dict(r) for r in await self.fetch("recent_deliveries", limit)]
