@@ -163,6 +163,23 @@ async def test_retention_trims_only_old_closed_runs_in_batches(conn, store) -> N
     assert await conn.fetchval(f"SELECT sum(runs) FROM {SCHEMA}.sync_run_totals") == len(old_closed) + 4
 
 
+async def test_a_run_counts_the_same_closed_later_or_inserted_closed(conn) -> None:
+    """Both ways into sync_run_totals add the same figures, requested runs included."""
+    columns = "account, resource, mode, trigger, status, started_at, finished_at, items_seen, api_requests"
+    columns += ", host, pid, lock_key"
+    values = "'main', 'orders', 'incremental', 'request', $1, now(), CASE $1 WHEN 'running' THEN NULL ELSE now() END"
+    values += ", 7, 3, 'h', 1, 0"
+    closing = await conn.fetchval(
+        f"INSERT INTO {SCHEMA}.sync_runs ({columns}) VALUES ({values}) RETURNING id", "running"
+    )
+    await conn.execute(
+        f"UPDATE {SCHEMA}.sync_runs SET status = 'completed', finished_at = now() WHERE id = $1", closing
+    )
+    await conn.execute(f"INSERT INTO {SCHEMA}.sync_runs ({columns}) VALUES ({values})", "completed")
+    (totals,) = await conn.fetch(f"SELECT runs, items_seen, api_requests, runs_requested FROM {SCHEMA}.sync_run_totals")
+    assert dict(totals) == {"runs": 2, "items_seen": 14, "api_requests": 6, "runs_requested": 2}
+
+
 async def test_trimming_is_bounded_per_call(conn, store) -> None:
     await conn.execute(f"""INSERT INTO {SCHEMA}.sync_runs (account, resource, mode, trigger, status, started_at,
                            finished_at, host, pid, lock_key)
