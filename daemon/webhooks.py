@@ -64,23 +64,30 @@ class WebhookSender:
         self._wake.set()
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession(headers={"User-Agent": f"emag-sync/{__version__}"}) as http:
-            while True:
-                batch: list[dict[str, Any]] = []
-                if self.settings.urls:  # without URLs (so without a secret) this daemon sends nothing
-                    try:
-                        batch = await self.store.claim_deliveries(BATCH, lease_s=self._claim_s())
-                    except StoreError as exc:
-                        log.warning("webhook.claim_failed", error=str(exc))
-                if batch:
-                    limit = anyio.Semaphore(PARALLEL)
-                    async with anyio.create_task_group() as tg:
-                        for delivery in batch:
-                            tg.start_soon(self._deliver, http, delivery, limit)
-                    continue  # there may be more due
-                with anyio.move_on_after(POLL_S):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+        http = aiohttp.ClientSession(headers={"User-Agent": f"emag-sync/{__version__}"})
+        try:
+            await self._serve(http)
+        finally:
+            with anyio.CancelScope(shield=True):  # a stop cancels us: close the connections anyway
+                await http.close()
+
+    async def _serve(self, http: aiohttp.ClientSession) -> None:
+        while True:
+            batch: list[dict[str, Any]] = []
+            if self.settings.urls:  # without URLs (so without a secret) this daemon sends nothing
+                try:
+                    batch = await self.store.claim_deliveries(BATCH, lease_s=self._claim_s())
+                except StoreError as exc:
+                    log.warning("webhook.claim_failed", error=str(exc))
+            if batch:
+                limit = anyio.Semaphore(PARALLEL)
+                async with anyio.create_task_group() as tg:
+                    for delivery in batch:
+                        tg.start_soon(self._deliver, http, delivery, limit)
+                continue  # there may be more due
+            with anyio.move_on_after(POLL_S):
+                await self._wake.wait()
+            self._wake = anyio.Event()
 
     async def _deliver(self, http: aiohttp.ClientSession, delivery: dict[str, Any], limit: anyio.Semaphore) -> None:
         async with limit:

@@ -14,6 +14,7 @@ import pytest
 from daemon.config import Settings
 from daemon.store import Store, StoreError
 from daemon.store.lease import RunLease
+from daemon.sync import run as run_module
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_pair
 from daemon.sync.run import RunRequest
@@ -103,6 +104,19 @@ async def test_a_page_whose_write_fails_is_not_counted(
     (row,) = await _rows(conn, "SELECT pages_done, items_seen, items_written FROM emag_sync.sync_runs")
     assert row == {"pages_done": 2, "items_seen": 200, "items_written": 200}  # the row agrees with the tables
     assert await conn.fetchval("SELECT count(*) FROM emag_sync.offers") == 200
+
+
+async def test_a_database_too_slow_to_open_the_run_fails_the_pair_saying_so(
+    db_url: str, market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def hangs(self: RunLease, *args: Any) -> None:
+        await anyio.sleep(30)
+
+    monkeypatch.setattr(RunLease, "open_run", hangs)
+    monkeypatch.setattr(run_module, "OPEN_TIMEOUT_S", 0.2)
+    async with Sandbox(market, rate_mode="off") as sb:
+        result = await _run_main_offers(make_settings(db_url, sb.base_url, accounts=("main",)))
+    assert (result.status, result.error) == ("failed", "open_run: no answer from the database within 0.2 s")
 
 
 async def test_an_early_empty_page_fails_the_scan_and_the_next_run_resumes(

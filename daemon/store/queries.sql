@@ -46,8 +46,7 @@ WITH budget AS (
     RETURNING 1
 )
 SELECT run.id, run.started_at, coalesce(budget.wait_s, 0) AS budget_wait_s,
-       coalesce(budget.slowdown, 1) AS budget_slowdown, coalesce(budget.orphaned, false) AS budget_orphaned,
-       (SELECT count(*) FROM served) AS requests_served
+       coalesce(budget.slowdown, 1) AS budget_slowdown, coalesce(budget.orphaned, false) AS budget_orphaned
   FROM run LEFT JOIN budget ON true;
 
 -- name: save_progress

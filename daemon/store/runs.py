@@ -47,7 +47,6 @@ class OpenedRun:
     id: int
     started_at: datetime
     budget: Budget
-    requests_served: int = 0
 
 
 class Closed(StrEnum):

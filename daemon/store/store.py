@@ -220,11 +220,9 @@ class Store:
                     await conn.add_listener(channel, lambda _c, _pid, ch, payload: on_notify(ch, payload))
             yield lost
         finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(POOL_CLOSE_S):
-                try:
-                    await conn.close()
-                except DRIVER_ERRORS:
-                    conn.terminate()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(POOL_CLOSE_S), contextlib.suppress(*DRIVER_ERRORS):
+                await conn.close()
+            conn.terminate()  # a no-op after a graceful close; a server that stopped answering never holds us
 
     async def history(
         self, limit: int, account: str | None = None, resource: str | None = None

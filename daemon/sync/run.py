@@ -129,10 +129,13 @@ class SyncRun:
 
     async def execute(self, lease: RunLease) -> RunResult:
         # Shielded: a cancel arriving after the row's INSERT committed would leave it running.
-        with anyio.CancelScope(shield=True), anyio.fail_after(OPEN_TIMEOUT_S):
-            opened = await lease.open_run(
-                self.mode, self.request.trigger, (self.request.account.login, self.limiter.name)
-            )
+        try:
+            with anyio.CancelScope(shield=True), anyio.fail_after(OPEN_TIMEOUT_S):
+                opened = await lease.open_run(
+                    self.mode, self.request.trigger, (self.request.account.login, self.limiter.name)
+                )
+        except TimeoutError:
+            raise StoreError(f"open_run: no answer from the database within {OPEN_TIMEOUT_S:g} s") from None
         self.run_id, started_at = opened.id, opened.started_at
         # The login's budget as the previous run of this route group left it, in whichever process
         self.limiter.adopt(opened.budget.wait_s, opened.budget.slowdown, holder_died=opened.budget.orphaned)
