@@ -2,7 +2,8 @@
 and starts at once when the ERP asks for it ("sync now", a pending request).
 
 Starts are jittered and never on round times (eMAG asks for that); a job whose lock is
-held elsewhere (another daemon, host or `once`) is skipped and logged, not queued.
+held elsewhere (another daemon, host or `once`) is skipped and logged, not queued (a
+requested one is tried again each REQUEST_RETRY_S until a run serves the request).
 Shutdown is a protocol: stop taking work, drain for a grace period, cancel the rest.
 """
 

@@ -34,6 +34,7 @@ from daemon.webhooks import WebhookSender
 log = structlog.get_logger("daemon.service")
 
 DEFERRED_CLOSE_EVERY_S = 2.0
+REGISTER_RETRY_S = 2.0  # the pairs and webhook targets, again after a database error
 # After a stop signal: the drain grace, then this long for cancelled runs to close their
 # rows and the pool to close. Past it the process exits anyway (a last resort for a
 # database or network that stopped answering mid-close); rows left running are failed by
@@ -131,7 +132,7 @@ class Service:
                 await store.set_webhook_targets(settings.webhooks.urls)
             except StoreError as exc:
                 log.warning("service.register_failed", error=str(exc))
-                await anyio.sleep(DEFERRED_CLOSE_EVERY_S)
+                await anyio.sleep(REGISTER_RETRY_S)
                 continue
             await self._reconfigured.wait()
             self._reconfigured = anyio.Event()

@@ -30,8 +30,8 @@ class Store:
         self.pool = pool
         self.settings = settings
         self.q = load_queries(settings.schema)
-        # Leases hold a connection each for a whole run; keep two free for heartbeats
-        # and closing rows, so runs can never starve each other of connections.
+        # Leases hold a connection each for a whole run; two stay free for the short
+        # statements (heartbeats, closes, requests, webhooks), which runs can never starve.
         self.lease_slots = anyio.Semaphore(max(1, max_size - 2))
         # Rows whose run ended while the database was away, by run id (close_deferred).
         self.deferred: dict[int, DeferredClose] = {}

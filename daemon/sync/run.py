@@ -1,7 +1,8 @@
 """One sync run of one (account, resource): pages in, batches out, the run row kept true.
 
-Every path ends with the row closed — completed, failed, timeout or cancelled —
-in a `finally` shielded from cancellation, in its own transaction.
+Every path closes the row (completed, failed, timeout or cancelled) in a `finally`
+shielded from cancellation; if the database is away then, the store closes it once it
+answers, and a process that dies leaves it to the monitor.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def parse_page(
 
 
 class SyncRun:
-    """Runs one (account, resource) under its lease; `execute()` never leaves the row open."""
+    """Runs one (account, resource) under its lease; `execute()` closes the row on every path."""
 
     def __init__(
         self,
