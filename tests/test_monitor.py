@@ -66,6 +66,10 @@ async def test_metrics_family_by_family(db_url: str, conn: asyncpg.Connection, s
             "AND resource = 'offers' AND status = 'completed'"
         )
         await conn.execute(f"UPDATE {SCHEMA}.sync_runs SET api_wait_s = 1.5 WHERE id = $1", ids["alive"])
+        await conn.execute(  # two "sync now" presses no run has served yet
+            f"INSERT INTO {SCHEMA}.sync_requests (account, resource, requested_at) "
+            "VALUES ('main', 'orders', now() - interval '90 s'), ('main', 'orders', now())"
+        )
         await holder.execute("SELECT pg_advisory_lock($1)", lock_key(SCHEMA, "main", "offers"))
         state = MonitorState()
         report = await run_pass(store, settings, state, "emag-sync-monitor test:1")
@@ -129,6 +133,9 @@ async def test_metrics_family_by_family(db_url: str, conn: asyncpg.Connection, s
     assert m["emag_sync_in_progress"][pair("fbe", "orders")] == 0
     assert 245 < m["emag_sync_oldest_running_age_seconds"][()] < 300
     assert m["emag_sync_stale_heartbeat_runs"] == {(): 1.0}
+    assert m["emag_sync_pending_requests"][pair("main", "orders")] == 2
+    assert m["emag_sync_pending_requests"][pair("main", "offers")] == 0
+    assert 90 <= m["emag_sync_oldest_pending_request_age_seconds"][pair("main", "orders")] < 120
     # configuration
     assert m["emag_sync_expected_interval_seconds"][pair("main", "offers")] == 900
     assert m["emag_sync_expected_interval_seconds"][pair("fbe", "orders")] == 120

@@ -71,13 +71,6 @@ SELECT account, resource, status, runs, items_seen, items_written, api_requests,
        api_throttled, api_wait_s, runs_requested
   FROM {schema}.sync_run_totals;
 
--- name: monitor_requests
--- "Sync now" requests no run has served yet, per pair (the partial index of pending ones).
-SELECT account, resource, count(*) AS pending,
-       extract(epoch FROM now() - min(requested_at))::float8 AS oldest_age_s
-  FROM {schema}.sync_requests WHERE served_at IS NULL
- GROUP BY account, resource;
-
 -- name: monitor_webhooks
 -- Webhook deliveries still to make (the partial index of pending ones), and the oldest's age.
 SELECT count(*) AS pending, coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest_age_s

@@ -43,7 +43,7 @@ async def read_snapshot(store: Store, *, timeout_s: float, stale_after_s: float,
                 running = [
                     RunningRun.from_row(r) for r in await conn.fetch(q["running_runs"], stale_after_s, max_age_s)
                 ]
-                requests = [dict(r) for r in await conn.fetch(q["monitor_requests"])]
+                requests = [dict(r) for r in await conn.fetch(q["pending_requests"])]
                 webhooks = dict(await conn.fetchrow(q["monitor_webhooks"]))
     except TimeoutError as exc:
         raise StoreUnavailable(f"metrics snapshot: no answer within {timeout_s:g}s") from exc

@@ -192,8 +192,10 @@ ON CONFLICT (account, resource) DO NOTHING;
 SELECT request_sync AS id FROM {schema}.request_sync($1, $2);
 
 -- name: pending_requests
--- Requests no run has served yet, per pair: how many, and since when.
-SELECT account, resource, count(*) AS pending, min(requested_at) AS since
+-- Requests no run has served yet, per pair: how many, since when and how long ago (the
+-- database's clock), for status, the scheduler and the monitor (the partial index of pending ones).
+SELECT account, resource, count(*) AS pending, min(requested_at) AS since,
+       extract(epoch FROM now() - min(requested_at))::float8 AS oldest_age_s
   FROM {schema}.sync_requests WHERE served_at IS NULL
  GROUP BY account, resource ORDER BY account, resource;
 
