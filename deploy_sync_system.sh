@@ -286,6 +286,8 @@ credentials() {
     [ "${#list[@]}" -eq 0 ] || printf '%s\n' "${list[@]}"
 }
 
+credential_paths() { credentials | sed 's|^[^:]*:||'; }  # the files, without their names
+
 # A copy of the credentials in a private directory owned by the service user: exactly what
 # systemd hands the unit in $CREDENTIALS_DIRECTORY, so check-config sees what the daemon sees.
 stage_credentials() {
@@ -415,11 +417,11 @@ install_or_upgrade() {
     run chmod 0640 "$CONFIG"
     [ "$SYSTEM" -eq 0 ] || run chown root:"$SERVICE_USER" "$ETC" "$CONFIG"
     # The unit's credentials (the eMAG passwords) are root's alone: systemd hands them over.
-    # Another password file (database.password, 0640 root:emag-sync so that the group's
+    # Another secret file (webhook.secret; database.password, 0640 root:emag-sync so that the group's
     # operators can run `emag-sync status`) only loses what the world could read.
     local loaded
-    loaded="$(credentials | sed 's|^[^:]*:||')"
-    for secret in "$ETC"/*.password; do
+    loaded="$(credential_paths)"
+    for secret in "$ETC"/*.password "$ETC"/*.secret; do
         [ -e "$secret" ] || continue
         if grep -qxF "${secret#"$ROOT"}" <<<"$loaded"; then
             run chmod 0600 "$secret"
@@ -466,7 +468,7 @@ install_or_upgrade() {
         install_units
         [ "$SYSTEM" -eq 0 ] || run systemctl enable "${UNITS[@]}"
         local loaded
-        loaded="$(credentials | sed "s|^[^:]*:|       $ROOT|")"
+        loaded="$(credential_paths | sed "s|^|       $ROOT|")"
         cat <<EOF
 ==> first install: $CONFIG holds the example configuration; the units are installed and
     enabled but not started.

@@ -259,6 +259,8 @@ def test_upgrade_keeps_config_and_secrets_and_the_previous_venv(root: Path, fake
     (etc / "main.password").chmod(0o644)
     (etc / "database.password").write_text("db-secret\n")
     (etc / "database.password").chmod(0o644)
+    (etc / "webhook.secret").write_text("hmac-key\n")
+    (etc / "webhook.secret").chmod(0o644)
 
     proc = deploy("--venv-from", str(fake_venv), root=root)
     assert proc.returncode == 0, proc.stderr
@@ -267,6 +269,7 @@ def test_upgrade_keeps_config_and_secrets_and_the_previous_venv(root: Path, fake
     assert stat.S_IMODE((etc / "main.password").stat().st_mode) == 0o600  # a credential the unit loads
     # not a credential: the group keeps reading it (README: 0640 root:emag-sync), the world loses it
     assert stat.S_IMODE((etc / "database.password").stat().st_mode) == 0o640
+    assert stat.S_IMODE((etc / "webhook.secret").stat().st_mode) == 0o640
     second = os.readlink(opt / "venv")
     assert second != first and os.readlink(opt / "venv.previous") == first
     assert venv_dirs(opt) == sorted([first, second])
