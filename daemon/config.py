@@ -343,10 +343,8 @@ def parse(
     database = dict(_table(doc, "database"))
     if "url" not in database:
         raise ConfigError("database.url: missing (or set DATABASE_URL)")
-    database["url"] = secrets.database_url(
-        {**database, "url": normalize_dsn("database.url", database["url"])}, env, base, need_secrets
-    )
-    database.pop("password_file", None)
+    database["url"] = normalize_dsn("database.url", database["url"])
+    database["url"] = secrets.database_url(database, env, base, need_secrets)  # takes password_file out
     schedule = _section(_table(doc, "schedule"), ScheduleSettings, "schedule", _SCHEDULE_CHECKS)
     monitor = _monitor(dict(_table(doc, "monitor")), env)
     sync = _section(_table(doc, "sync"), SyncSettings, "sync", _SYNC_CHECKS)

@@ -17,7 +17,7 @@ from daemon import __version__, logs
 from daemon.config import Settings, add_config_option, load
 from daemon.constants import EXIT_FAILED, EXIT_OK
 from daemon.exits import fail, run_command
-from daemon.store.recovery import monitor_identity
+from daemon.identity import identity
 from monitor.recovery_loop import run_pass
 from monitor.service import MonitorService, open_monitor_store
 from monitor.state import MonitorState
@@ -46,7 +46,7 @@ async def once(settings: Settings) -> int:
     try:
         await store.check_schema()
         state = MonitorState()
-        report = await run_pass(store, settings, state, monitor_identity())
+        report = await run_pass(store, settings, state, identity("emag-sync-monitor"))
     finally:
         await store.close()
     for row in report.failed:

@@ -12,10 +12,10 @@ import structlog
 
 from daemon.config import Settings
 from daemon.constants import EXIT_OK
+from daemon.identity import identity
 from daemon.lifecycle import reread, watch_signals
 from daemon.notify import Notifier, watchdog_loop
 from daemon.store import SchemaMismatch, Store, StoreUnavailable
-from daemon.store.recovery import monitor_identity
 from daemon.store.store import DB_RETRY_MAX_S
 from monitor.http import MonitorContext, serve_http
 from monitor.recovery_loop import recovery_loop
@@ -37,7 +37,7 @@ class MonitorService:
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.ctx = MonitorContext(settings, MonitorState())
-        self.by = monitor_identity()
+        self.by = identity("emag-sync-monitor")
         self.address: tuple[str, int] | None = None
         self.serving = anyio.Event()
         self._stop = anyio.Event()

@@ -17,11 +17,6 @@ TRIM_BATCH = 1000  # rows per DELETE statement
 TRIM_MAX_BATCHES = 50  # per call: at most 50,000 rows, the rest next pass
 
 
-def monitor_identity(program: str = "emag-sync-monitor") -> str:
-    """Who failed a run, for its error text: `emag-sync-monitor host:pid`."""
-    return identity(program)
-
-
 @dataclass(frozen=True)
 class RunningRun:
     id: int
