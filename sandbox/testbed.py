@@ -1,5 +1,6 @@
 """What tests, benchmarks and demos share to stand a marketplace and emag-sync up for real:
-scratch PostgreSQL databases, the sandbox and emag-sync as processes, bounded waits.
+scratch PostgreSQL databases, config documents for the sandbox's logins, the sandbox and
+emag-sync as processes, bounded waits.
 
 The database server is $EMAG_SYNC_TEST_DSN (default: the local trust-auth cluster).
 """
@@ -7,19 +8,23 @@ The database server is $EMAG_SYNC_TEST_DSN (default: the local trust-auth cluste
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from sandbox.market import DEFAULT_LOGINS, Login
+from sandbox.query import DEFAULT_ORDER_TYPE
 
 REPO = Path(__file__).resolve().parent.parent
 ADMIN_DSN = os.environ.get("EMAG_SYNC_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -68,6 +73,86 @@ async def drop_db(name: str) -> None:
     await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# --- config documents ------------------------------------------------------------------
+
+# Sync settings that keep tests fast: heartbeats and retries in fractions of a second.
+QUICK_SYNC = {"heartbeat_interval_s": 0.5, "retry_max_total_s": 30.0, "retry_base_delay_s": 0.02}
+
+
+def numbered_logins(count: int) -> dict[str, Login]:
+    """`count` logins s1..sN beyond the sandbox's own, for fleets of accounts: serve them with
+    `account_args`, configure them with config_doc(extra_accounts=...)."""
+    return {f"s{i}": Login(f"s{i}@sandbox.test", f"pw-s{i}") for i in range(1, count + 1)}
+
+
+def account_args(logins: Mapping[str, Login]) -> list[str]:
+    """`python -m sandbox` arguments serving these logins (instead of its own)."""
+    return [
+        arg
+        for name, login in logins.items()
+        for arg in ("--account", f"{name}:{login.username}:{login.password}:{login.order_type}")
+    ]
+
+
+def config_doc(
+    db_url: str,
+    base_url: str,
+    accounts: Iterable[str] = ("main", "fbe"),
+    sync: dict[str, Any] | None = None,
+    schedule: dict[str, Any] | None = None,
+    extra_accounts: Mapping[str, Login] | None = None,
+    *,
+    resources: Iterable[str] | None = None,
+    quick: bool = True,
+) -> dict[str, Any]:
+    """emag-sync's config for `accounts` of the sandbox at `base_url`, as an operator writes
+    it: the sandbox's own logins (DEFAULT_LOGINS) and `extra_accounts`, order_type only where
+    it is not the default, each syncing `resources` (default: all). `quick` adds QUICK_SYNC
+    under `sync`; benchmarks leave it out to run the product's defaults."""
+    known = {**DEFAULT_LOGINS, **(extra_accounts or {})}
+    doc: dict[str, Any] = {"database": {"url": db_url}, "accounts": {}}
+    sync_table = {**(QUICK_SYNC if quick else {}), **(sync or {})}
+    if sync_table:
+        doc["sync"] = sync_table
+    if schedule:
+        doc["schedule"] = schedule
+    for name in accounts:
+        login = known[name]
+        table: dict[str, Any] = {"base_url": base_url, "username": login.username, "password": login.password}
+        if login.order_type != DEFAULT_ORDER_TYPE:
+            table["order_type"] = login.order_type
+        if resources is not None:
+            table["resources"] = list(resources)
+        doc["accounts"][name] = table
+    return doc
+
+
+def toml_text(doc: dict[str, Any]) -> str:
+    """Enough TOML for our config documents (tables of scalars)."""
+    lines: list[str] = []
+
+    def emit(prefix: str, table: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        if prefix:
+            lines.append(f"[{prefix}]")
+        for key, value in scalars.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+        for key, value in table.items():
+            if isinstance(value, dict):
+                emit(f"{prefix}.{key}" if prefix else key, value)
+
+    emit("", doc)
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(toml_text(doc))
+    return path
+
+
+# --- queries and waits -----------------------------------------------------------------
+
+
 def query(db_url: str, sql: str, *args: object) -> list[dict[str, Any]]:
     """One statement from synchronous code, on a connection of its own."""
 
@@ -86,6 +171,9 @@ def wait_until(predicate: Callable[[], T], timeout_s: float, what: str, interval
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+# --- processes -------------------------------------------------------------------------
 
 
 @contextmanager

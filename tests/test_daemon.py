@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import config_doc, write_config
+from sandbox.testbed import account_args, config_doc, numbered_logins, write_config
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
@@ -152,11 +152,11 @@ def test_sighup_adds_an_account_without_dropping_a_run(db_url: str, tmp_path: Pa
 
 
 def test_three_daemons_six_accounts_never_overlap(db_url: str, tmp_path: Path) -> None:
-    names = [f"s{i}" for i in range(1, 7)]
-    account_args = [a for n in names for a in ("--account", f"{n}:{n}@sandbox.test:pw-{n}:3")]
-    with sandbox_process(tmp_path, "--offers", "250", "--orders", "60", "--latency-ms", "20", *account_args) as url:
-        extra = {n: (f"{n}@sandbox.test", f"pw-{n}", None) for n in names}
-        doc = config_doc(db_url, url, accounts=names, extra_accounts=extra, schedule=FAST_SCHEDULE)
+    logins = numbered_logins(6)
+    with sandbox_process(
+        tmp_path, "--offers", "250", "--orders", "60", "--latency-ms", "20", *account_args(logins)
+    ) as url:
+        doc = config_doc(db_url, url, accounts=logins, extra_accounts=logins, schedule=FAST_SCHEDULE)
         config = write_config(tmp_path / "c.toml", doc)
         procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
         try:

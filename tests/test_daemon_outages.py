@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.testbed import REPO
-from tests.harness import config_doc, write_config
+from sandbox.testbed import REPO, account_args, config_doc, numbered_logins, write_config
 from tests.notify_socket import NotifySocket
 from tests.pgproxy import PgProxy
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
@@ -101,15 +100,14 @@ def test_a_stop_while_the_database_stops_answering_exits_in_time(db_url: str, tm
 
 
 def test_three_daemons_sharing_twenty_accounts_all_stop_in_time(db_url: str, tmp_path: Path) -> None:
-    names = [f"s{i}" for i in range(1, 21)]
-    accounts = [a for n in names for a in ("--account", f"{n}:{n}@sandbox.test:pw-{n}:3")]
+    logins = numbered_logins(20)
     grace_s = 5.0
     schedule = {"offers_interval_s": 5.0, "orders_interval_s": 5.0, "jitter_s": 1.0, "shutdown_grace_s": grace_s}
-    with sandbox_process(tmp_path, "--offers", "600", "--orders", "60", "--latency-ms", "60", *accounts) as url:
-        extra = {n: (f"{n}@sandbox.test", f"pw-{n}", None) for n in names}
-        config = write_config(
-            tmp_path / "c.toml", config_doc(db_url, url, accounts=names, extra_accounts=extra, schedule=schedule)
-        )
+    with sandbox_process(
+        tmp_path, "--offers", "600", "--orders", "60", "--latency-ms", "60", *account_args(logins)
+    ) as url:
+        doc = config_doc(db_url, url, accounts=logins, extra_accounts=logins, schedule=schedule)
+        config = write_config(tmp_path / "c.toml", doc)
         procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
         try:
             wait_until(lambda: len(_running(db_url)) >= 20, 60, "twenty runs in flight")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.store import Budget, Progress, Store
-from tests.harness import config_doc, write_config
+from sandbox.testbed import account_args, config_doc, numbered_logins, write_config
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
 pytestmark = pytest.mark.slow
@@ -83,14 +83,13 @@ def test_a_restarted_daemon_goes_on_from_its_previous_lifes_budget(db_url: str, 
 
 
 def test_three_daemons_sharing_twenty_logins_get_no_429(db_url: str, tmp_path: Path) -> None:
-    names = [f"s{i}" for i in range(1, 21)]
-    accounts = [a for n in names for a in ("--account", f"{n}:{n}@sandbox.test:pw-{n}:3")]
+    logins = numbered_logins(20)
     schedule = {"offers_interval_s": 5.0, "orders_interval_s": 5.0, "jitter_s": 1.0, "shutdown_grace_s": 1.0}
-    with sandbox_process(tmp_path, "--offers", "400", "--orders", "120", "--latency-ms", "60", *accounts) as url:
-        extra = {n: (f"{n}@sandbox.test", f"pw-{n}", None) for n in names}
-        config = write_config(
-            tmp_path / "c.toml", config_doc(db_url, url, accounts=names, extra_accounts=extra, schedule=schedule)
-        )
+    with sandbox_process(
+        tmp_path, "--offers", "400", "--orders", "120", "--latency-ms", "60", *account_args(logins)
+    ) as url:
+        doc = config_doc(db_url, url, accounts=logins, extra_accounts=logins, schedule=schedule)
+        config = write_config(tmp_path / "c.toml", doc)
         procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
         try:
             began = time.monotonic()
@@ -116,7 +115,7 @@ def test_three_daemons_sharing_twenty_logins_get_no_429(db_url: str, tmp_path: P
             took = time.monotonic() - began
         finally:
             codes = [stop(proc) for proc in procs]
-        counts = {name: throttled(url, name) for name in names}
+        counts = {name: throttled(url, name) for name in logins}
     runs = query(db_url, "SELECT count(*) AS n, count(DISTINCT pid) AS pids FROM emag_sync.sync_runs")[0]
     print(
         f"3 daemons x 20 logins for {took:.0f} s: {runs['n']} runs from {runs['pids']} processes, "

@@ -15,8 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sandbox.testbed import REPO, connection
-from tests.harness import config_doc, write_config
+from sandbox.testbed import REPO, config_doc, connection, write_config
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
