@@ -173,6 +173,17 @@ def wait_until(predicate: Callable[[], T], timeout_s: float, what: str, interval
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def wait_for_runs(db_url: str, where_sql: str, timeout_s: float, what: str, count: int = 1) -> list[dict[str, Any]]:
+    """Wait until at least `count` rows of emag_sync.sync_runs match `where_sql`; returns them."""
+    sql = f"SELECT * FROM emag_sync.sync_runs WHERE {where_sql} ORDER BY id"
+
+    def matching() -> list[dict[str, Any]]:
+        rows = query(db_url, sql)
+        return rows if len(rows) >= count else []
+
+    return wait_until(matching, timeout_s, what)
+
+
 # --- processes -------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.testbed import REPO, account_args, config_doc, numbered_logins, write_config
+from sandbox.testbed import REPO, account_args, config_doc, numbered_logins, wait_for_runs, write_config
 from tests.notify_socket import NotifySocket
 from tests.pgproxy import PgProxy
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 GRACE_S = 0.5
 SCHEDULE = {"offers_interval_s": 2.0, "orders_interval_s": 1.0, "jitter_s": 0.3, "shutdown_grace_s": GRACE_S}
+OFFERS_IN_FLIGHT = "status = 'running' AND resource = 'offers' AND pages_done >= 1"
 
 
 def _running(db_url: str) -> list[dict]:
@@ -44,11 +45,7 @@ def test_a_database_restart_mid_run_closes_the_interrupted_rows_and_stops_in_tim
         config = write_config(tmp_path / "c.toml", config_doc(proxy.dsn, base_url, schedule=SCHEDULE))
         proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path)}, log=tmp_path / "d.log")
         try:
-            wait_until(
-                lambda: any(r["resource"] == "offers" and r["pages_done"] >= 1 for r in _running(db_url)),
-                40,
-                "an offers run in flight",
-            )
+            wait_for_runs(db_url, OFFERS_IN_FLIGHT, 40, "an offers run in flight")
             interrupted = {r["id"] for r in _running(db_url)}
             proxy.cut()  # PostgreSQL goes down: every connection dropped, new ones refused
             time.sleep(3)
@@ -82,11 +79,7 @@ def test_a_stop_while_the_database_stops_answering_exits_in_time(db_url: str, tm
         config = write_config(tmp_path / "c.toml", config_doc(proxy.dsn, base_url, schedule=SCHEDULE))
         proc = start_emag_sync(config, "run", log=tmp_path / "d.log")
         try:
-            wait_until(
-                lambda: any(r["resource"] == "offers" and r["pages_done"] >= 1 for r in _running(db_url)),
-                40,
-                "an offers run in flight",
-            )
+            wait_for_runs(db_url, OFFERS_IN_FLIGHT, 40, "an offers run in flight")
             proxy.freeze()  # a network partition: every statement and every close hangs, no error
             time.sleep(0.5)
             began = time.monotonic()
@@ -110,7 +103,7 @@ def test_three_daemons_sharing_twenty_accounts_all_stop_in_time(db_url: str, tmp
         config = write_config(tmp_path / "c.toml", doc)
         procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
         try:
-            wait_until(lambda: len(_running(db_url)) >= 20, 60, "twenty runs in flight")
+            wait_for_runs(db_url, "status = 'running'", 60, "twenty runs in flight", count=20)
             began = time.monotonic()
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 
 from daemon.store import Budget, Progress, Store
-from sandbox.testbed import account_args, config_doc, numbered_logins, write_config
+from sandbox.testbed import account_args, config_doc, numbered_logins, wait_for_runs, write_config
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
 pytestmark = pytest.mark.slow
+
+IN_FULL_SWING = "status = 'running' AND resource = 'offers' AND pages_done >= 3"
 
 
 def throttled(base_url: str, account: str) -> int:
@@ -49,33 +51,12 @@ def test_a_restarted_daemon_goes_on_from_its_previous_lifes_budget(db_url: str, 
     schedule = {"offers_interval_s": 30.0, "orders_interval_s": 30.0, "jitter_s": 0.1, "shutdown_grace_s": 0.2}
     with sandbox_process(tmp_path, "--offers", "3000", "--orders", "20", "--latency-ms", "20") as base_url:
         config = write_config(tmp_path / "c.toml", config_doc(db_url, base_url, accounts=("main",), schedule=schedule))
-        for life in range(3):
+        for life in range(4):  # the first life and three restarts, each stopped mid-scan
             proc = start_emag_sync(config, "run", log=tmp_path / f"d{life}.log")
             try:
-                wait_until(
-                    lambda: query(
-                        db_url,
-                        "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                        "AND resource = 'offers' AND pages_done >= 3",
-                    ),
-                    30,
-                    "an offers scan in full swing",
-                )
+                wait_for_runs(db_url, IN_FULL_SWING, 30, f"an offers scan in full swing (life {life})")
             finally:
                 assert stop(proc, signal.SIGTERM) == 0
-        proc = start_emag_sync(config, "run", log=tmp_path / "d3.log")
-        try:
-            wait_until(
-                lambda: query(
-                    db_url,
-                    "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                    "AND resource = 'offers' AND pages_done >= 3",
-                ),
-                30,
-                "the last life",
-            )
-        finally:
-            assert stop(proc) == 0
         count = throttled(base_url, "main")
     runs = query(db_url, "SELECT status FROM emag_sync.sync_runs WHERE resource = 'offers' ORDER BY id")
     print(f"restart x 3 mid-scan: {len(runs)} offers runs, 429s {count}")

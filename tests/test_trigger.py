@@ -15,7 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sandbox.testbed import REPO, config_doc, connection, write_config
+from sandbox.testbed import REPO, config_doc, connection, wait_for_runs, write_config
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
@@ -98,14 +98,7 @@ def test_the_daemon_starts_a_requested_pair_at_once_and_presses_coalesce(db_url:
         proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path)}, log=tmp_path / "d.log")
         try:
             # the first scheduled runs (intervals of an hour: no other run comes meanwhile)
-            wait_until(
-                lambda: (
-                    query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE status = 'completed'")[0]["n"]
-                    == 2
-                ),
-                40,
-                "the first two runs",
-            )
+            wait_for_runs(db_url, "status = 'completed'", 40, "the first two runs", count=2)
             # one press: the idle pair starts within a second
             latencies = []
             for _ in range(3):
