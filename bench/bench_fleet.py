@@ -22,22 +22,29 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from daemon.config import parse
-from daemon.store import migrate
+from sandbox import DEFAULT_LOGINS, Login
 from sandbox.testbed import (
-    create_db,
+    account_args,
+    config_doc,
     drop_db,
     dsn_for,
+    migrated_db,
+    numbered_logins,
     query,
     sandbox_process,
     start_emag_sync,
     stop,
+    wait_for_runs,
     wait_until,
+    write_config,
 )
+
+MAIN = {"main": DEFAULT_LOGINS["main"]}
 
 
 def throttled(base_url: str, accounts: list[str]) -> int:
@@ -49,43 +56,23 @@ def throttled(base_url: str, accounts: list[str]) -> int:
     return total
 
 
-def toml(db_url: str, base_url: str, accounts: list[str], schedule: dict[str, float]) -> str:
-    lines = ["[database]", f'url = "{db_url}"', "[schedule]", *(f"{k} = {v}" for k, v in schedule.items())]
-    for name in accounts:
-        lines += [
-            f"[accounts.{name}]",
-            f'base_url = "{base_url}"',
-            f'username = "{name}@sandbox.test"',
-            f'password = "pw-{name}"',
-        ]
-    return "\n".join(lines) + "\n"
+def config(path: Path, db_url: str, base_url: str, logins: dict[str, Login], schedule: dict[str, Any]) -> Path:
+    """The product's defaults but for the schedule."""
+    doc = config_doc(db_url, base_url, accounts=logins, extra_accounts=logins, schedule=schedule, quick=False)
+    return write_config(path, doc)
 
 
-def sandbox_args(accounts: list[str], offers: int, orders: int) -> list[str]:
-    return [
-        "--offers",
-        str(offers),
-        "--orders",
-        str(orders),
-        "--latency-ms",
-        "60",
-        *(a for n in accounts for a in ("--account", f"{n}:{n}@sandbox.test:pw-{n}:3")),
-    ]
+def sandbox_args(logins: dict[str, Login], offers: int, orders: int) -> list[str]:
+    return ["--offers", str(offers), "--orders", str(orders), "--latency-ms", "60", *account_args(logins)]
 
 
 def fleet(db_url: str, work: Path, seconds: float) -> bool:
-    accounts = [f"s{i}" for i in range(1, 21)]
-    with sandbox_process(work, *sandbox_args(accounts, 400, 120)) as base_url:
-        config = work / "fleet.toml"
-        config.write_text(
-            toml(
-                db_url,
-                base_url,
-                accounts,
-                {"offers_interval_s": 5, "orders_interval_s": 5, "jitter_s": 1, "shutdown_grace_s": 1},
-            )
-        )
-        procs = [start_emag_sync(config, "run", log=work / f"fleet{i}.log") for i in range(3)]
+    logins = numbered_logins(20)
+    accounts = list(logins)
+    with sandbox_process(work, *sandbox_args(logins, 400, 120)) as base_url:
+        schedule = {"offers_interval_s": 5, "orders_interval_s": 5, "jitter_s": 1, "shutdown_grace_s": 1}
+        fleet_toml = config(work / "fleet.toml", db_url, base_url, logins, schedule)
+        procs = [start_emag_sync(fleet_toml, "run", log=work / f"fleet{i}.log") for i in range(3)]
         try:
             time.sleep(seconds)
         finally:
@@ -104,31 +91,16 @@ def fleet(db_url: str, work: Path, seconds: float) -> bool:
 
 
 def restart(db_url: str, work: Path, lives: int = 5) -> bool:
-    with sandbox_process(work, *sandbox_args(["main"], 3000, 50)) as base_url:
-        config = work / "restart.toml"
-        config.write_text(
-            toml(
-                db_url,
-                base_url,
-                ["main"],
-                {"offers_interval_s": 30, "orders_interval_s": 30, "jitter_s": 0.1, "shutdown_grace_s": 0.2},
-            )
-        )
+    with sandbox_process(work, *sandbox_args(MAIN, 3000, 50)) as base_url:
+        schedule = {"offers_interval_s": 30, "orders_interval_s": 30, "jitter_s": 0.1, "shutdown_grace_s": 0.2}
+        restart_toml = config(work / "restart.toml", db_url, base_url, MAIN, schedule)
         for life in range(lives):
-            proc = start_emag_sync(config, "run", log=work / f"life{life}.log")
+            proc = start_emag_sync(restart_toml, "run", log=work / f"life{life}.log")
             try:
-                wait_until(
-                    lambda: query(
-                        db_url,
-                        "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                        "AND resource = 'offers' AND pages_done >= 3",
-                    ),
-                    60,
-                    "a scan",
-                )
+                wait_for_runs(db_url, "status = 'running' AND resource = 'offers' AND pages_done >= 3", 60, "a scan")
             finally:
                 stop(proc, signal.SIGTERM)
-        count = throttled(base_url, ["main"])
+        count = throttled(base_url, list(MAIN))
     ok = count == 0
     print(
         f"restart: a daemon stopped mid-scan and started again at once, {lives} times: 429s {count} (target 0) "
@@ -153,26 +125,13 @@ def served_after(db_url: str, request_id: int) -> float:
 
 
 def trigger(db_url: str, work: Path) -> bool:
-    with sandbox_process(work, *sandbox_args(["main"], 300, 600)) as base_url:
-        config = work / "trigger.toml"
-        config.write_text(
-            toml(
-                db_url,
-                base_url,
-                ["main"],
-                {"offers_interval_s": 3600, "orders_interval_s": 3600, "jitter_s": 0.2, "shutdown_grace_s": 0.5},
-            )
+    with sandbox_process(work, *sandbox_args(MAIN, 300, 600)) as base_url:
+        schedule = {"offers_interval_s": 3600, "orders_interval_s": 3600, "jitter_s": 0.2, "shutdown_grace_s": 0.5}
+        proc = start_emag_sync(
+            config(work / "trigger.toml", db_url, base_url, MAIN, schedule), "run", log=work / "trigger.log"
         )
-        proc = start_emag_sync(config, "run", log=work / "trigger.log")
         try:
-            wait_until(
-                lambda: (
-                    query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE status = 'completed'")[0]["n"]
-                    == 2
-                ),
-                60,
-                "the first runs",
-            )
+            wait_for_runs(db_url, "status = 'completed'", 60, "the first runs", count=2)
             latencies = []
             for _ in range(10):
                 time.sleep(1.2)  # the pair is idle again
@@ -210,20 +169,6 @@ def trigger(db_url: str, work: Path) -> bool:
     return ok
 
 
-async def scratch() -> str:
-    name = await create_db("emag_sync_bench")
-    await migrate(
-        parse(
-            {
-                "database": {"url": dsn_for(name)},
-                "accounts": {"x": {"base_url": "http://x/api-3", "username": "x", "password": "x"}},
-            },
-            env={},
-        ).database
-    )
-    return name
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag in ("--fleet", "--restart", "--trigger"):
@@ -237,7 +182,7 @@ def main() -> int:
     ]
     ok = True
     for name in chosen:
-        db = asyncio.run(scratch())
+        db = asyncio.run(migrated_db("emag_sync_bench"))
         try:
             with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as work:
                 if name == "fleet":

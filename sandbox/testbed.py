@@ -23,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from daemon.config import DatabaseSettings
+from daemon.store import migrate
 from sandbox.market import DEFAULT_LOGINS, Login
 from sandbox.query import DEFAULT_ORDER_TYPE
 
@@ -71,6 +73,13 @@ async def create_db(prefix: str = "emag_sync_scratch", template: str | None = No
 
 async def drop_db(name: str) -> None:
     await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def migrated_db(prefix: str = "emag_sync_scratch") -> str:
+    """A new database with emag-sync's schema; returns its name."""
+    name = await create_db(prefix)
+    await migrate(DatabaseSettings(url=dsn_for(name)))
+    return name
 
 
 # --- config documents ------------------------------------------------------------------
