@@ -22,19 +22,20 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from sandbox import DEFAULT_LOGINS, Login
+from sandbox import DEFAULT_LOGINS
 from sandbox.testbed import (
     account_args,
     config_doc,
+    daemons_sharing,
     drop_db,
     dsn_for,
     migrated_db,
     numbered_logins,
+    press_sync_now,
     query,
     sandbox_process,
     start_emag_sync,
@@ -56,28 +57,20 @@ def throttled(base_url: str, accounts: list[str]) -> int:
     return total
 
 
-def config(path: Path, db_url: str, base_url: str, logins: dict[str, Login], schedule: dict[str, Any]) -> Path:
-    """The product's defaults but for the schedule."""
-    doc = config_doc(db_url, base_url, accounts=logins, extra_accounts=logins, schedule=schedule, quick=False)
-    return write_config(path, doc)
-
-
-def sandbox_args(logins: dict[str, Login], offers: int, orders: int) -> list[str]:
-    return ["--offers", str(offers), "--orders", str(orders), "--latency-ms", "60", *account_args(logins)]
+def sandbox_args(offers: int, orders: int) -> list[str]:
+    return ["--offers", str(offers), "--orders", str(orders), "--latency-ms", "60"]
 
 
 def fleet(db_url: str, work: Path, seconds: float) -> bool:
     logins = numbered_logins(20)
-    accounts = list(logins)
-    with sandbox_process(work, *sandbox_args(logins, 400, 120)) as base_url:
-        schedule = {"offers_interval_s": 5, "orders_interval_s": 5, "jitter_s": 1, "shutdown_grace_s": 1}
-        fleet_toml = config(work / "fleet.toml", db_url, base_url, logins, schedule)
-        procs = [start_emag_sync(fleet_toml, "run", log=work / f"fleet{i}.log") for i in range(3)]
-        try:
-            time.sleep(seconds)
-        finally:
-            codes = [stop(p) for p in procs]
-        count = throttled(base_url, accounts)
+    schedule = {"offers_interval_s": 5, "orders_interval_s": 5, "jitter_s": 1, "shutdown_grace_s": 1}
+    with daemons_sharing(work, db_url, logins, 3, sandbox_args(400, 120), schedule=schedule, quick=False) as (
+        base_url,
+        procs,
+    ):
+        time.sleep(seconds)
+        codes = [stop(p) for p in procs]
+        count = throttled(base_url, list(logins))
     runs = query(
         db_url,
         "SELECT count(*) AS n, count(DISTINCT pid) AS pids, sum(api_requests) AS requests FROM emag_sync.sync_runs",
@@ -91,9 +84,10 @@ def fleet(db_url: str, work: Path, seconds: float) -> bool:
 
 
 def restart(db_url: str, work: Path, lives: int = 5) -> bool:
-    with sandbox_process(work, *sandbox_args(MAIN, 3000, 50)) as base_url:
+    with sandbox_process(work, *sandbox_args(3000, 50), *account_args(MAIN)) as base_url:
         schedule = {"offers_interval_s": 30, "orders_interval_s": 30, "jitter_s": 0.1, "shutdown_grace_s": 0.2}
-        restart_toml = config(work / "restart.toml", db_url, base_url, MAIN, schedule)
+        doc = config_doc(db_url, base_url, MAIN, schedule=schedule, quick=False)
+        restart_toml = write_config(work / "restart.toml", doc)
         for life in range(lives):
             proc = start_emag_sync(restart_toml, "run", log=work / f"life{life}.log")
             try:
@@ -125,41 +119,17 @@ def served_after(db_url: str, request_id: int) -> float:
 
 
 def trigger(db_url: str, work: Path) -> bool:
-    with sandbox_process(work, *sandbox_args(MAIN, 300, 600)) as base_url:
-        schedule = {"offers_interval_s": 3600, "orders_interval_s": 3600, "jitter_s": 0.2, "shutdown_grace_s": 0.5}
-        proc = start_emag_sync(
-            config(work / "trigger.toml", db_url, base_url, MAIN, schedule), "run", log=work / "trigger.log"
-        )
-        try:
-            wait_for_runs(db_url, "status = 'completed'", 60, "the first runs", count=2)
-            latencies = []
-            for _ in range(10):
-                time.sleep(1.2)  # the pair is idle again
-                (made,) = query(db_url, "SELECT emag_sync.request_sync('main', 'orders') AS id")
-                latencies.append(served_after(db_url, made["id"]))
-            wait_until(
-                lambda: not query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"), 30, "quiet"
-            )
-            time.sleep(1.2)
-            before = query(db_url, "SELECT max(id) AS id FROM emag_sync.sync_runs")[0]["id"]
-            for _ in range(10):
-                query(db_url, "SELECT emag_sync.request_sync('main', 'orders')")
-                time.sleep(0.1)
-            wait_until(
-                lambda: (
-                    not query(
-                        db_url,
-                        "SELECT 1 FROM emag_sync.sync_requests WHERE served_at IS NULL "
-                        "UNION ALL SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'",
-                    )
-                ),
-                30,
-                "every request served",
-            )
-            time.sleep(2)
-            runs = query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE id > $1", before)[0]["n"]
-        finally:
-            stop(proc)
+    schedule = {"offers_interval_s": 3600, "orders_interval_s": 3600, "jitter_s": 0.2, "shutdown_grace_s": 0.5}
+    with daemons_sharing(work, db_url, MAIN, 1, sandbox_args(300, 600), schedule=schedule, quick=False):
+        wait_for_runs(db_url, "status = 'completed'", 60, "the first runs", count=2)
+        latencies = []
+        for _ in range(10):
+            time.sleep(1.2)  # the pair is idle again
+            (made,) = query(db_url, "SELECT emag_sync.request_sync('main', 'orders') AS id")
+            latencies.append(served_after(db_url, made["id"]))
+        wait_until(lambda: not query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"), 30, "quiet")
+        time.sleep(1.2)
+        runs = len(press_sync_now(db_url, "main", "orders", 10, timeout_s=30, settle_s=2))
     ok = max(latencies) < 1.0 and runs <= 2
     print(
         f"trigger: request to run start on an idle pair: median {statistics.median(latencies) * 1000:.0f} ms, "

@@ -84,7 +84,7 @@ async def fill(url: str, rows: int) -> float:
 
 async def scrape(url: str, count: int) -> tuple[list[float], int, int]:
     logins = {a: Login(a, "bench") for a in ACCOUNTS}
-    doc = config_doc(url, "http://127.0.0.1:9", accounts=ACCOUNTS, extra_accounts=logins, quick=False)
+    doc = config_doc(url, "http://127.0.0.1:9", logins, quick=False)
     settings = parse({**doc, "monitor": {"listen": "127.0.0.1:0"}}, env={})
     store = await Store.open(settings.database, max_size=4, application_name="bench-metrics")
     try:

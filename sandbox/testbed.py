@@ -89,8 +89,8 @@ QUICK_SYNC = {"heartbeat_interval_s": 0.5, "retry_max_total_s": 30.0, "retry_bas
 
 
 def numbered_logins(count: int) -> dict[str, Login]:
-    """`count` logins s1..sN beyond the sandbox's own, for fleets of accounts: serve them with
-    `account_args`, configure them with config_doc(extra_accounts=...)."""
+    """`count` logins s1..sN instead of the sandbox's own, for fleets of accounts: serve them
+    with `account_args`, configure them with config_doc(accounts=...)."""
     return {f"s{i}": Login(f"s{i}@sandbox.test", f"pw-s{i}") for i in range(1, count + 1)}
 
 
@@ -106,27 +106,25 @@ def account_args(logins: Mapping[str, Login]) -> list[str]:
 def config_doc(
     db_url: str,
     base_url: str,
-    accounts: Iterable[str] = ("main", "fbe"),
+    accounts: Iterable[str] | Mapping[str, Login] = ("main", "fbe"),
     sync: dict[str, Any] | None = None,
     schedule: dict[str, Any] | None = None,
-    extra_accounts: Mapping[str, Login] | None = None,
     *,
     resources: Iterable[str] | None = None,
     quick: bool = True,
 ) -> dict[str, Any]:
-    """emag-sync's config for `accounts` of the sandbox at `base_url`, as an operator writes
-    it: the sandbox's own logins (DEFAULT_LOGINS) and `extra_accounts`, order_type only where
-    it is not the default, each syncing `resources` (default: all). `quick` adds QUICK_SYNC
-    under `sync`; benchmarks leave it out to run the product's defaults."""
-    known = {**DEFAULT_LOGINS, **(extra_accounts or {})}
+    """emag-sync's config for the sandbox at `base_url`, as an operator writes it: `accounts`
+    named from the sandbox's own logins (DEFAULT_LOGINS), or logins by name; order_type only
+    where it is not the default; each syncing `resources` (default: all). `quick` adds
+    QUICK_SYNC under `sync`; benchmarks leave it out to run the product's defaults."""
+    logins = accounts if isinstance(accounts, Mapping) else {name: DEFAULT_LOGINS[name] for name in accounts}
     doc: dict[str, Any] = {"database": {"url": db_url}, "accounts": {}}
     sync_table = {**(QUICK_SYNC if quick else {}), **(sync or {})}
     if sync_table:
         doc["sync"] = sync_table
     if schedule:
         doc["schedule"] = schedule
-    for name in accounts:
-        login = known[name]
+    for name, login in logins.items():
         table: dict[str, Any] = {"base_url": base_url, "username": login.username, "password": login.password}
         if login.order_type != DEFAULT_ORDER_TYPE:
             table["order_type"] = login.order_type
@@ -182,7 +180,9 @@ def wait_until(predicate: Callable[[], T], timeout_s: float, what: str, interval
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def wait_for_runs(db_url: str, where_sql: str, timeout_s: float, what: str, count: int = 1) -> list[dict[str, Any]]:
+def wait_for_runs(
+    db_url: str, where_sql: str, timeout_s: float, what: str, count: int = 1, interval_s: float = 0.2
+) -> list[dict[str, Any]]:
     """Wait until at least `count` rows of emag_sync.sync_runs match `where_sql`; returns them."""
     sql = f"SELECT * FROM emag_sync.sync_runs WHERE {where_sql} ORDER BY id"
 
@@ -190,7 +190,32 @@ def wait_for_runs(db_url: str, where_sql: str, timeout_s: float, what: str, coun
         rows = query(db_url, sql)
         return rows if len(rows) >= count else []
 
-    return wait_until(matching, timeout_s, what)
+    return wait_until(matching, timeout_s, what, interval_s)
+
+
+def press_sync_now(
+    db_url: str, account: str, resource: str, presses: int, timeout_s: float, settle_s: float
+) -> list[dict[str, Any]]:
+    """ "Sync now" for one pair `presses` times, 0.1 s apart; waits until every request is
+    served and no run is running, then `settle_s` for any run still to come of them; returns
+    the runs started since the first press."""
+    before = query(db_url, "SELECT coalesce(max(id), 0) AS id FROM emag_sync.sync_runs")[0]["id"]
+    for _ in range(presses):
+        query(db_url, "SELECT emag_sync.request_sync($1::text, $2::text)", account, resource)
+        time.sleep(0.1)
+    wait_until(
+        lambda: (
+            not query(
+                db_url,
+                "SELECT 1 FROM emag_sync.sync_requests WHERE served_at IS NULL "
+                "UNION ALL SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'",
+            )
+        ),
+        timeout_s,
+        "every request served",
+    )
+    time.sleep(settle_s)
+    return query(db_url, "SELECT * FROM emag_sync.sync_runs WHERE id > $1 ORDER BY id", before)
 
 
 # --- processes -------------------------------------------------------------------------
@@ -242,6 +267,35 @@ def start_emag_sync(
     if not isinstance(out, int):
         out.close()
     return proc
+
+
+def terminate_timed(procs: Iterable[subprocess.Popen], timeout_s: float) -> tuple[list[int], float]:
+    """SIGTERM to all of `procs` at once: their exit codes, and the seconds until the last one
+    exited; subprocess.TimeoutExpired when that takes longer than `timeout_s`."""
+    procs = list(procs)
+    began = time.monotonic()
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    codes = [proc.wait(max(0.1, timeout_s - (time.monotonic() - began))) for proc in procs]
+    return codes, time.monotonic() - began
+
+
+@contextmanager
+def daemons_sharing(
+    workdir: Path, db_url: str, logins: Mapping[str, Login], daemons: int, sandbox_args: Iterable[str], **config: Any
+) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """`daemons` processes of `emag-sync run` sharing `logins`, served by a sandbox started with
+    `sandbox_args` (and account_args): config_doc(accounts=logins, **config) in workdir/fleet.toml,
+    logs in workdir/dN.log. Yields the sandbox's base URL and the processes; stops those still
+    running on the way out."""
+    with sandbox_process(workdir, *sandbox_args, *account_args(logins)) as base_url:
+        config_path = write_config(workdir / "fleet.toml", config_doc(db_url, base_url, logins, **config))
+        procs = [start_emag_sync(config_path, "run", log=workdir / f"d{i}.log") for i in range(daemons)]
+        try:
+            yield base_url, procs
+        finally:
+            for proc in procs:
+                stop(proc)
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:

@@ -3,7 +3,6 @@ the runs the outage interrupted once the database is back, and always stops in t
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.testbed import REPO, account_args, config_doc, numbered_logins, wait_for_runs, write_config
+from sandbox.testbed import (
+    REPO,
+    config_doc,
+    daemons_sharing,
+    numbered_logins,
+    terminate_timed,
+    wait_for_runs,
+    write_config,
+)
 from tests.notify_socket import NotifySocket
 from tests.pgproxy import PgProxy
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
@@ -59,10 +66,7 @@ def test_a_database_restart_mid_run_closes_the_interrupted_rows_and_stops_in_tim
             assert {r["status"] for r in closed} == {"failed"}
             assert all("database" in r["error"] for r in closed), closed
             assert proc.poll() is None  # it lived on
-            began = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(GRACE_S + 5)
-            took = time.monotonic() - began
+            (code,), took = terminate_timed([proc], GRACE_S + 5)
         finally:
             stop(proc)
             notify.close()
@@ -82,10 +86,7 @@ def test_a_stop_while_the_database_stops_answering_exits_in_time(db_url: str, tm
             wait_for_runs(db_url, OFFERS_IN_FLIGHT, 40, "an offers run in flight")
             proxy.freeze()  # a network partition: every statement and every close hangs, no error
             time.sleep(0.5)
-            began = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(GRACE_S + 5)
-            took = time.monotonic() - began
+            (code,), took = terminate_timed([proc], GRACE_S + 5)
         finally:
             stop(proc)
     print(f"stop with a frozen database: exit {code} in {took:.1f} s")
@@ -96,22 +97,10 @@ def test_three_daemons_sharing_twenty_accounts_all_stop_in_time(db_url: str, tmp
     logins = numbered_logins(20)
     grace_s = 5.0
     schedule = {"offers_interval_s": 5.0, "orders_interval_s": 5.0, "jitter_s": 1.0, "shutdown_grace_s": grace_s}
-    with sandbox_process(
-        tmp_path, "--offers", "600", "--orders", "60", "--latency-ms", "60", *account_args(logins)
-    ) as url:
-        doc = config_doc(db_url, url, accounts=logins, extra_accounts=logins, schedule=schedule)
-        config = write_config(tmp_path / "c.toml", doc)
-        procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
-        try:
-            wait_for_runs(db_url, "status = 'running'", 60, "twenty runs in flight", count=20)
-            began = time.monotonic()
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            codes = [proc.wait(max(0.1, grace_s + 5 - (time.monotonic() - began))) for proc in procs]
-            took = time.monotonic() - began
-        finally:
-            for proc in procs:
-                stop(proc)
+    sandbox_args = ("--offers", "600", "--orders", "60", "--latency-ms", "60")
+    with daemons_sharing(tmp_path, db_url, logins, 3, sandbox_args, schedule=schedule) as (_, procs):
+        wait_for_runs(db_url, "status = 'running'", 60, "twenty runs in flight", count=20)
+        codes, took = terminate_timed(procs, grace_s + 5)
     print(f"three daemons stopped in {took:.1f} s")
     assert codes == [0, 0, 0] and took < grace_s + 5
     assert not _running(db_url)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.store import Budget, Progress, Store
-from sandbox.testbed import account_args, config_doc, numbered_logins, wait_for_runs, write_config
+from sandbox.testbed import config_doc, daemons_sharing, numbered_logins, wait_for_runs, write_config
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
 pytestmark = pytest.mark.slow
@@ -66,36 +66,30 @@ def test_a_restarted_daemon_goes_on_from_its_previous_lifes_budget(db_url: str, 
 def test_three_daemons_sharing_twenty_logins_get_no_429(db_url: str, tmp_path: Path) -> None:
     logins = numbered_logins(20)
     schedule = {"offers_interval_s": 5.0, "orders_interval_s": 5.0, "jitter_s": 1.0, "shutdown_grace_s": 1.0}
-    with sandbox_process(
-        tmp_path, "--offers", "400", "--orders", "120", "--latency-ms", "60", *account_args(logins)
-    ) as url:
-        doc = config_doc(db_url, url, accounts=logins, extra_accounts=logins, schedule=schedule)
-        config = write_config(tmp_path / "c.toml", doc)
-        procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
-        try:
-            began = time.monotonic()
-            # every pair has run at least three times, handed from process to process
-            wait_until(
-                lambda: (
-                    query(
-                        db_url,
-                        "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
-                        "WHERE status = 'completed' GROUP BY account, resource) c "
-                        "HAVING count(*) = 40",
-                    )[0:1]
-                    and query(
-                        db_url,
-                        "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
-                        "WHERE status = 'completed' GROUP BY account, resource) c",
-                    )[0]["n"]
-                    >= 3
-                ),
-                120,
-                "three completed runs of every pair",
-            )
-            took = time.monotonic() - began
-        finally:
-            codes = [stop(proc) for proc in procs]
+    sandbox_args = ("--offers", "400", "--orders", "120", "--latency-ms", "60")
+    with daemons_sharing(tmp_path, db_url, logins, 3, sandbox_args, schedule=schedule) as (url, procs):
+        began = time.monotonic()
+        # every pair has run at least three times, handed from process to process
+        wait_until(
+            lambda: (
+                query(
+                    db_url,
+                    "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
+                    "WHERE status = 'completed' GROUP BY account, resource) c "
+                    "HAVING count(*) = 40",
+                )[0:1]
+                and query(
+                    db_url,
+                    "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
+                    "WHERE status = 'completed' GROUP BY account, resource) c",
+                )[0]["n"]
+                >= 3
+            ),
+            120,
+            "three completed runs of every pair",
+        )
+        took = time.monotonic() - began
+        codes = [stop(proc) for proc in procs]
         counts = {name: throttled(url, name) for name in logins}
     runs = query(db_url, "SELECT count(*) AS n, count(DISTINCT pid) AS pids FROM emag_sync.sync_runs")[0]
     print(

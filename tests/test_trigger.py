@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sandbox.testbed import REPO, config_doc, connection, wait_for_runs, write_config
+from sandbox.testbed import REPO, config_doc, connection, press_sync_now, wait_for_runs, write_config
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
@@ -116,23 +115,7 @@ def test_the_daemon_starts_a_requested_pair_at_once_and_presses_coalesce(db_url:
                 )
                 latencies.append(served[0]["s"])
             # ten presses in a second: at most two runs serve them all
-            before = query(db_url, "SELECT max(id) AS id FROM emag_sync.sync_runs")[0]["id"]
-            for _ in range(10):
-                query(db_url, "SELECT emag_sync.request_sync('main', 'orders')")
-                time.sleep(0.1)
-            wait_until(
-                lambda: (
-                    not query(
-                        db_url,
-                        "SELECT 1 FROM emag_sync.sync_requests WHERE served_at IS NULL "
-                        "UNION ALL SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'",
-                    )
-                ),
-                20,
-                "every request served",
-            )
-            time.sleep(1.5)  # nothing more comes of them
-            runs = query(db_url, "SELECT trigger, status FROM emag_sync.sync_runs WHERE id > $1", before)
+            runs = press_sync_now(db_url, "main", "orders", 10, timeout_s=20, settle_s=1.5)
             # history and the STATUS= line say so too
             history = emag_sync(config, "history", "--limit", "3").stdout
         finally:
