@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,21 +38,13 @@ from sandbox.testbed import (
     sandbox_process,
     start_emag_sync,
     stop,
+    throttled,
     wait_for_runs,
     wait_until,
     write_config,
 )
 
 MAIN = {"main": DEFAULT_LOGINS["main"]}
-
-
-def throttled(base_url: str, accounts: list[str]) -> int:
-    control = base_url.rsplit("/api-3", 1)[0] + "/_sandbox/accounts/{}/stats"
-    total = 0
-    for name in accounts:
-        with urllib.request.urlopen(control.format(name), timeout=5) as response:
-            total += json.loads(response.read())["throttled"]
-    return total
 
 
 def sandbox_args(offers: int, orders: int) -> list[str]:

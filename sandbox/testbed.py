@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -242,6 +243,16 @@ def sandbox_process(workdir: Path, *args: str) -> Iterator[str]:
         yield ready.read_text().strip()
     finally:
         stop(proc)
+
+
+def throttled(base_url: str, accounts: Iterable[str]) -> int:
+    """HTTP 429 answers the sandbox at `base_url` gave these logins so far (its control API)."""
+    control = base_url.rsplit("/api-3", 1)[0] + "/_sandbox/accounts/{}/stats"
+    total = 0
+    for name in accounts:
+        with urllib.request.urlopen(control.format(name), timeout=5) as response:
+            total += json.loads(response.read())["throttled"]
+    return total
 
 
 def start_emag_sync(

@@ -5,28 +5,19 @@ restart) starts where that budget stands, so the sandbox, counting the strictest
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from daemon.store import Budget, Progress, Store
-from sandbox.testbed import config_doc, daemons_sharing, numbered_logins, wait_for_runs, write_config
+from sandbox.testbed import config_doc, daemons_sharing, numbered_logins, throttled, wait_for_runs, write_config
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
 pytestmark = pytest.mark.slow
 
 IN_FULL_SWING = "status = 'running' AND resource = 'offers' AND pages_done >= 3"
-
-
-def throttled(base_url: str, account: str) -> int:
-    """HTTP 429 answers the sandbox gave this login so far."""
-    control = base_url.rsplit("/api-3", 1)[0] + f"/_sandbox/accounts/{account}/stats"
-    with urllib.request.urlopen(control, timeout=5) as response:
-        return json.loads(response.read())["throttled"]
 
 
 async def test_the_next_run_takes_over_the_budget_the_last_one_handed_back(store: Store) -> None:
@@ -57,7 +48,7 @@ def test_a_restarted_daemon_goes_on_from_its_previous_lifes_budget(db_url: str, 
                 wait_for_runs(db_url, IN_FULL_SWING, 30, f"an offers scan in full swing (life {life})")
             finally:
                 assert stop(proc, signal.SIGTERM) == 0
-        count = throttled(base_url, "main")
+        count = throttled(base_url, ["main"])
     runs = query(db_url, "SELECT status FROM emag_sync.sync_runs WHERE resource = 'offers' ORDER BY id")
     print(f"restart x 3 mid-scan: {len(runs)} offers runs, 429s {count}")
     assert len(runs) >= 4 and count == 0
@@ -90,7 +81,7 @@ def test_three_daemons_sharing_twenty_logins_get_no_429(db_url: str, tmp_path: P
         )
         took = time.monotonic() - began
         codes = [stop(proc) for proc in procs]
-        counts = {name: throttled(url, name) for name in logins}
+        counts = {name: throttled(url, [name]) for name in logins}
     runs = query(db_url, "SELECT count(*) AS n, count(DISTINCT pid) AS pids FROM emag_sync.sync_runs")[0]
     print(
         f"3 daemons x 20 logins for {took:.0f} s: {runs['n']} runs from {runs['pids']} processes, "
