@@ -36,8 +36,10 @@ from sandbox.testbed import (
     press_sync_now,
     query,
     sandbox_process,
+    served_after,
     start_emag_sync,
     stop,
+    sync_now,
     throttled,
     wait_for_runs,
     wait_until,
@@ -93,21 +95,6 @@ def restart(db_url: str, work: Path, lives: int = 5) -> bool:
     return ok
 
 
-def served_after(db_url: str, request_id: int) -> float:
-    """Seconds from the request to the start of the run that served it (the database's clock)."""
-    (row,) = wait_until(
-        lambda: query(
-            db_url,
-            "SELECT extract(epoch FROM r.started_at - q.requested_at)::float8 AS s FROM emag_sync.sync_requests q "
-            "JOIN emag_sync.sync_runs r ON r.id = q.run_id WHERE q.id = $1",
-            request_id,
-        ),
-        10,
-        "the request served",
-    )
-    return float(row["s"])
-
-
 def trigger(db_url: str, work: Path) -> bool:
     schedule = {"offers_interval_s": 3600, "orders_interval_s": 3600, "jitter_s": 0.2, "shutdown_grace_s": 0.5}
     with daemons_sharing(work, db_url, MAIN, 1, sandbox_args(300, 600), schedule=schedule, quick=False):
@@ -115,8 +102,7 @@ def trigger(db_url: str, work: Path) -> bool:
         latencies = []
         for _ in range(10):
             time.sleep(1.2)  # the pair is idle again
-            (made,) = query(db_url, "SELECT emag_sync.request_sync('main', 'orders') AS id")
-            latencies.append(served_after(db_url, made["id"]))
+            latencies.append(served_after(db_url, sync_now(db_url, "main", "orders")))
         wait_until(lambda: not query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"), 30, "quiet")
         time.sleep(1.2)
         runs = len(press_sync_now(db_url, "main", "orders", 10, timeout_s=30, settle_s=2))

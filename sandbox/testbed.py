@@ -194,6 +194,28 @@ def wait_for_runs(
     return wait_until(matching, timeout_s, what, interval_s)
 
 
+def sync_now(db_url: str, account: str, resource: str) -> int:
+    """One "sync now" press for a pair, as the ERP makes it; the request's id."""
+    return query(db_url, "SELECT emag_sync.request_sync($1::text, $2::text) AS id", account, resource)[0]["id"]
+
+
+def served_after(db_url: str, request_id: int, timeout_s: float = 10, ended: bool = False) -> float:
+    """Seconds from a "sync now" request to the start of the run that served it (the database's
+    clock), once that run has started (`ended`: once it has ended too)."""
+    (row,) = wait_until(
+        lambda: query(
+            db_url,
+            "SELECT extract(epoch FROM r.started_at - q.requested_at)::float8 AS s FROM emag_sync.sync_requests q "
+            "JOIN emag_sync.sync_runs r ON r.id = q.run_id WHERE q.id = $1 AND (NOT $2 OR r.status <> 'running')",
+            request_id,
+            ended,
+        ),
+        timeout_s,
+        "the request served",
+    )
+    return float(row["s"])
+
+
 def press_sync_now(
     db_url: str, account: str, resource: str, presses: int, timeout_s: float, settle_s: float
 ) -> list[dict[str, Any]]:
@@ -202,7 +224,7 @@ def press_sync_now(
     the runs started since the first press."""
     before = query(db_url, "SELECT coalesce(max(id), 0) AS id FROM emag_sync.sync_runs")[0]["id"]
     for _ in range(presses):
-        query(db_url, "SELECT emag_sync.request_sync($1::text, $2::text)", account, resource)
+        sync_now(db_url, account, resource)
         time.sleep(0.1)
     wait_until(
         lambda: (

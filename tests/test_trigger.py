@@ -14,7 +14,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sandbox.testbed import REPO, config_doc, connection, press_sync_now, wait_for_runs, write_config
+from sandbox.testbed import (
+    REPO,
+    config_doc,
+    connection,
+    press_sync_now,
+    served_after,
+    sync_now,
+    wait_for_runs,
+    write_config,
+)
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
@@ -101,19 +110,7 @@ def test_the_daemon_starts_a_requested_pair_at_once_and_presses_coalesce(db_url:
             # one press: the idle pair starts within a second
             latencies = []
             for _ in range(3):
-                (request,) = query(db_url, "SELECT emag_sync.request_sync('main', 'orders') AS id")
-                served = wait_until(
-                    lambda request=request: query(
-                        db_url,
-                        "SELECT extract(epoch FROM r.started_at - q.requested_at)::float8 AS s, r.id, r.status "
-                        "FROM emag_sync.sync_requests q JOIN emag_sync.sync_runs r ON r.id = q.run_id "
-                        "WHERE q.id = $1 AND r.status <> 'running'",
-                        request["id"],
-                    ),
-                    10,
-                    "the request served",
-                )
-                latencies.append(served[0]["s"])
+                latencies.append(served_after(db_url, sync_now(db_url, "main", "orders"), ended=True))
             # ten presses in a second: at most two runs serve them all
             runs = press_sync_now(db_url, "main", "orders", 10, timeout_s=20, settle_s=1.5)
             # history and the STATUS= line say so too
