@@ -1,6 +1,6 @@
 """What tests, benchmarks and demos share to stand a marketplace and emag-sync up for real:
-scratch PostgreSQL databases, config documents for the sandbox's logins, the sandbox and
-emag-sync as processes, bounded waits.
+scratch PostgreSQL databases, config documents for the sandbox's logins, bounded waits
+(for sync_runs rows, for "sync now" requests served), the sandbox and emag-sync as processes.
 
 The database server is $EMAG_SYNC_TEST_DSN (default: the local trust-auth cluster).
 """
@@ -219,7 +219,7 @@ def served_after(db_url: str, request_id: int, timeout_s: float = 10, ended: boo
 def press_sync_now(
     db_url: str, account: str, resource: str, presses: int, timeout_s: float, settle_s: float
 ) -> list[dict[str, Any]]:
-    """ "Sync now" for one pair `presses` times, 0.1 s apart; waits until every request is
+    """Press "sync now" for one pair `presses` times, 0.1 s apart; wait until every request is
     served and no run is running, then `settle_s` for any run still to come of them; returns
     the runs started since the first press."""
     before = query(db_url, "SELECT coalesce(max(id), 0) AS id FROM emag_sync.sync_runs")[0]["id"]
