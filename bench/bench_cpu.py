@@ -37,12 +37,12 @@ sys.path.insert(0, str(REPO))
 
 from daemon import logs
 from daemon.config import parse
-from daemon.store import Store, migrate
+from daemon.store import Store
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
 from daemon.sync.run import RunRequest
-from sandbox import testbed
-from sandbox.testbed import create_db, drop_db, dsn_for
+from sandbox import DEFAULT_LOGINS, testbed
+from sandbox.testbed import drop_db, dsn_for, migrated_db
 
 TARGET_US = 100.0
 ACCOUNT = "main"
@@ -63,8 +63,7 @@ def sandbox_process(offers: int) -> Iterator[str]:
             "0",
             "--seed",
             "3",
-            "--account",
-            f"{ACCOUNT}:{ACCOUNT}@sandbox.test:sandbox-{ACCOUNT}",
+            *testbed.account_args({ACCOUNT: DEFAULT_LOGINS[ACCOUNT]}),
         ) as base_url,
     ):
         yield base_url
@@ -74,17 +73,7 @@ class Sync:
     """One account's offers synced in this process, timed in CPU and wall clock."""
 
     def __init__(self, db_url: str, base_url: str) -> None:
-        doc = {
-            "database": {"url": db_url},
-            "accounts": {
-                ACCOUNT: {
-                    "base_url": base_url,
-                    "username": f"{ACCOUNT}@sandbox.test",
-                    "password": f"sandbox-{ACCOUNT}",
-                    "resources": ["offers"],
-                }
-            },
-        }
+        doc = testbed.config_doc(db_url, base_url, accounts=[ACCOUNT], resources=["offers"], quick=False)
         self.settings = parse(doc, env={})
 
     async def once(
@@ -213,10 +202,9 @@ async def bench(offers: int, runs: int, profile: str | None, top: int) -> bool:
     rescans: list[tuple[float, float, int]] = []
     with sandbox_process(offers) as base_url:
         for _ in range(runs):
-            name = await create_db("emag_sync_bench")
+            name = await migrated_db("emag_sync_bench")
             try:
                 sync = Sync(dsn_for(name), base_url)
-                await migrate(sync.settings.database)
                 first_prof, rescan_prof = make_profiler(profile), make_profiler(profile)
                 firsts.append(await sync.once(first_prof, expect_written=offers))
                 rescans.append(await sync.once(rescan_prof, expect_written=0))

@@ -14,83 +14,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import signal
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from daemon.config import parse
-from daemon.store import migrate
+from sandbox import DEFAULT_LOGINS
 from sandbox.testbed import (
-    create_db,
+    account_args,
+    config_doc,
+    daemons_sharing,
     drop_db,
     dsn_for,
+    migrated_db,
+    numbered_logins,
+    press_sync_now,
     query,
     sandbox_process,
+    served_after,
     start_emag_sync,
     stop,
+    sync_now,
+    throttled,
+    wait_for_runs,
     wait_until,
+    write_config,
 )
 
-
-def throttled(base_url: str, accounts: list[str]) -> int:
-    control = base_url.rsplit("/api-3", 1)[0] + "/_sandbox/accounts/{}/stats"
-    total = 0
-    for name in accounts:
-        with urllib.request.urlopen(control.format(name), timeout=5) as response:
-            total += json.loads(response.read())["throttled"]
-    return total
+MAIN = {"main": DEFAULT_LOGINS["main"]}
 
 
-def toml(db_url: str, base_url: str, accounts: list[str], schedule: dict[str, float]) -> str:
-    lines = ["[database]", f'url = "{db_url}"', "[schedule]", *(f"{k} = {v}" for k, v in schedule.items())]
-    for name in accounts:
-        lines += [
-            f"[accounts.{name}]",
-            f'base_url = "{base_url}"',
-            f'username = "{name}@sandbox.test"',
-            f'password = "pw-{name}"',
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def sandbox_args(accounts: list[str], offers: int, orders: int) -> list[str]:
-    return [
-        "--offers",
-        str(offers),
-        "--orders",
-        str(orders),
-        "--latency-ms",
-        "60",
-        *(a for n in accounts for a in ("--account", f"{n}:{n}@sandbox.test:pw-{n}:3")),
-    ]
+def sandbox_args(offers: int, orders: int) -> list[str]:
+    return ["--offers", str(offers), "--orders", str(orders), "--latency-ms", "60"]
 
 
 def fleet(db_url: str, work: Path, seconds: float) -> bool:
-    accounts = [f"s{i}" for i in range(1, 21)]
-    with sandbox_process(work, *sandbox_args(accounts, 400, 120)) as base_url:
-        config = work / "fleet.toml"
-        config.write_text(
-            toml(
-                db_url,
-                base_url,
-                accounts,
-                {"offers_interval_s": 5, "orders_interval_s": 5, "jitter_s": 1, "shutdown_grace_s": 1},
-            )
-        )
-        procs = [start_emag_sync(config, "run", log=work / f"fleet{i}.log") for i in range(3)]
-        try:
-            time.sleep(seconds)
-        finally:
-            codes = [stop(p) for p in procs]
-        count = throttled(base_url, accounts)
+    logins = numbered_logins(20)
+    schedule = {"offers_interval_s": 5, "orders_interval_s": 5, "jitter_s": 1, "shutdown_grace_s": 1}
+    with daemons_sharing(work, db_url, logins, 3, sandbox_args(400, 120), schedule=schedule, quick=False) as (
+        base_url,
+        procs,
+    ):
+        time.sleep(seconds)
+        codes = [stop(p) for p in procs]
+        count = throttled(base_url, list(logins))
     runs = query(
         db_url,
         "SELECT count(*) AS n, count(DISTINCT pid) AS pids, sum(api_requests) AS requests FROM emag_sync.sync_runs",
@@ -104,31 +76,17 @@ def fleet(db_url: str, work: Path, seconds: float) -> bool:
 
 
 def restart(db_url: str, work: Path, lives: int = 5) -> bool:
-    with sandbox_process(work, *sandbox_args(["main"], 3000, 50)) as base_url:
-        config = work / "restart.toml"
-        config.write_text(
-            toml(
-                db_url,
-                base_url,
-                ["main"],
-                {"offers_interval_s": 30, "orders_interval_s": 30, "jitter_s": 0.1, "shutdown_grace_s": 0.2},
-            )
-        )
+    with sandbox_process(work, *sandbox_args(3000, 50), *account_args(MAIN)) as base_url:
+        schedule = {"offers_interval_s": 30, "orders_interval_s": 30, "jitter_s": 0.1, "shutdown_grace_s": 0.2}
+        doc = config_doc(db_url, base_url, MAIN, schedule=schedule, quick=False)
+        restart_toml = write_config(work / "restart.toml", doc)
         for life in range(lives):
-            proc = start_emag_sync(config, "run", log=work / f"life{life}.log")
+            proc = start_emag_sync(restart_toml, "run", log=work / f"life{life}.log")
             try:
-                wait_until(
-                    lambda: query(
-                        db_url,
-                        "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                        "AND resource = 'offers' AND pages_done >= 3",
-                    ),
-                    60,
-                    "a scan",
-                )
+                wait_for_runs(db_url, "status = 'running' AND resource = 'offers' AND pages_done >= 3", 60, "a scan")
             finally:
                 stop(proc, signal.SIGTERM)
-        count = throttled(base_url, ["main"])
+        count = throttled(base_url, list(MAIN))
     ok = count == 0
     print(
         f"restart: a daemon stopped mid-scan and started again at once, {lives} times: 429s {count} (target 0) "
@@ -137,70 +95,17 @@ def restart(db_url: str, work: Path, lives: int = 5) -> bool:
     return ok
 
 
-def served_after(db_url: str, request_id: int) -> float:
-    """Seconds from the request to the start of the run that served it (the database's clock)."""
-    (row,) = wait_until(
-        lambda: query(
-            db_url,
-            "SELECT extract(epoch FROM r.started_at - q.requested_at)::float8 AS s FROM emag_sync.sync_requests q "
-            "JOIN emag_sync.sync_runs r ON r.id = q.run_id WHERE q.id = $1",
-            request_id,
-        ),
-        10,
-        "the request served",
-    )
-    return float(row["s"])
-
-
 def trigger(db_url: str, work: Path) -> bool:
-    with sandbox_process(work, *sandbox_args(["main"], 300, 600)) as base_url:
-        config = work / "trigger.toml"
-        config.write_text(
-            toml(
-                db_url,
-                base_url,
-                ["main"],
-                {"offers_interval_s": 3600, "orders_interval_s": 3600, "jitter_s": 0.2, "shutdown_grace_s": 0.5},
-            )
-        )
-        proc = start_emag_sync(config, "run", log=work / "trigger.log")
-        try:
-            wait_until(
-                lambda: (
-                    query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE status = 'completed'")[0]["n"]
-                    == 2
-                ),
-                60,
-                "the first runs",
-            )
-            latencies = []
-            for _ in range(10):
-                time.sleep(1.2)  # the pair is idle again
-                (made,) = query(db_url, "SELECT emag_sync.request_sync('main', 'orders') AS id")
-                latencies.append(served_after(db_url, made["id"]))
-            wait_until(
-                lambda: not query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"), 30, "quiet"
-            )
-            time.sleep(1.2)
-            before = query(db_url, "SELECT max(id) AS id FROM emag_sync.sync_runs")[0]["id"]
-            for _ in range(10):
-                query(db_url, "SELECT emag_sync.request_sync('main', 'orders')")
-                time.sleep(0.1)
-            wait_until(
-                lambda: (
-                    not query(
-                        db_url,
-                        "SELECT 1 FROM emag_sync.sync_requests WHERE served_at IS NULL "
-                        "UNION ALL SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'",
-                    )
-                ),
-                30,
-                "every request served",
-            )
-            time.sleep(2)
-            runs = query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE id > $1", before)[0]["n"]
-        finally:
-            stop(proc)
+    schedule = {"offers_interval_s": 3600, "orders_interval_s": 3600, "jitter_s": 0.2, "shutdown_grace_s": 0.5}
+    with daemons_sharing(work, db_url, MAIN, 1, sandbox_args(300, 600), schedule=schedule, quick=False):
+        wait_for_runs(db_url, "status = 'completed'", 60, "the first runs", count=2)
+        latencies = []
+        for _ in range(10):
+            time.sleep(1.2)  # the pair is idle again
+            latencies.append(served_after(db_url, sync_now(db_url, "main", "orders")))
+        wait_until(lambda: not query(db_url, "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'"), 30, "quiet")
+        time.sleep(1.2)
+        runs = len(press_sync_now(db_url, "main", "orders", 10, timeout_s=30, settle_s=2))
     ok = max(latencies) < 1.0 and runs <= 2
     print(
         f"trigger: request to run start on an idle pair: median {statistics.median(latencies) * 1000:.0f} ms, "
@@ -208,20 +113,6 @@ def trigger(db_url: str, work: Path) -> bool:
         f"-> {'OK' if ok else 'MISSED'}"
     )
     return ok
-
-
-async def scratch() -> str:
-    name = await create_db("emag_sync_bench")
-    await migrate(
-        parse(
-            {
-                "database": {"url": dsn_for(name)},
-                "accounts": {"x": {"base_url": "http://x/api-3", "username": "x", "password": "x"}},
-            },
-            env={},
-        ).database
-    )
-    return name
 
 
 def main() -> int:
@@ -237,7 +128,7 @@ def main() -> int:
     ]
     ok = True
     for name in chosen:
-        db = asyncio.run(scratch())
+        db = asyncio.run(migrated_db("emag_sync_bench"))
         try:
             with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as work:
                 if name == "fleet":

@@ -28,11 +28,12 @@ import asyncpg
 
 from daemon import logs
 from daemon.config import parse
-from daemon.store import Store, lock_key, migrate
+from daemon.store import Store, lock_key
 from monitor.http import MonitorContext, serve_http
 from monitor.recovery_loop import run_pass
 from monitor.state import MonitorState
-from sandbox.testbed import create_db, drop_db, dsn_for
+from sandbox import Login
+from sandbox.testbed import config_doc, drop_db, dsn_for, migrated_db
 
 ACCOUNTS = [f"acct{i}" for i in range(6)]
 TARGET_MEDIAN_MS = 50.0
@@ -82,14 +83,9 @@ async def fill(url: str, rows: int) -> float:
 
 
 async def scrape(url: str, count: int) -> tuple[list[float], int, int]:
-    settings = parse(
-        {
-            "database": {"url": url},
-            "accounts": {a: {"base_url": "http://127.0.0.1:9", "username": a, "password": "bench"} for a in ACCOUNTS},
-            "monitor": {"listen": "127.0.0.1:0"},
-        },
-        env={},
-    )
+    logins = {a: Login(a, "bench") for a in ACCOUNTS}
+    doc = config_doc(url, "http://127.0.0.1:9", logins, quick=False)
+    settings = parse({**doc, "monitor": {"listen": "127.0.0.1:0"}}, env={})
     store = await Store.open(settings.database, max_size=4, application_name="bench-metrics")
     try:
         state = MonitorState()
@@ -111,18 +107,9 @@ async def scrape(url: str, count: int) -> tuple[list[float], int, int]:
 
 async def main(rows: int, count: int) -> int:
     logs.configure("kv", "warning")
-    name = await create_db("emag_sync_bench")
+    name = await migrated_db("emag_sync_bench")
     try:
         url = dsn_for(name)
-        await migrate(
-            parse(
-                {
-                    "database": {"url": url},
-                    "accounts": {"x": {"base_url": "http://127.0.0.1:9", "username": "x", "password": "x"}},
-                },
-                env={},
-            ).database
-        )
         fill_s = await fill(url, rows)
         latencies, size, lines = await scrape(url, count)
     finally:

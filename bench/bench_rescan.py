@@ -21,12 +21,12 @@ import asyncpg
 
 from daemon import logs
 from daemon.config import parse
-from daemon.store import Store, migrate
+from daemon.store import Store
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
 from daemon.sync.run import RunRequest
-from sandbox import DEFAULT_LOGINS, Market, Sandbox
-from sandbox.testbed import create_db, drop_db, dsn_for
+from sandbox import Market, Sandbox
+from sandbox.testbed import config_doc, drop_db, dsn_for, migrated_db
 
 ACCOUNTS = ("main", "fbe")
 
@@ -46,19 +46,7 @@ async def table_writes(db_url: str) -> dict[str, int]:
 
 async def run(db_url: str, base_url: str, mode: str) -> dict[str, int]:
     """One run of every pair; returns the rows it inserted and updated, per table."""
-    doc = {
-        "database": {"url": db_url},
-        "accounts": {
-            name: {
-                "base_url": base_url,
-                "username": DEFAULT_LOGINS[name].username,
-                "password": DEFAULT_LOGINS[name].password,
-                "order_type": DEFAULT_LOGINS[name].order_type,
-            }
-            for name in ACCOUNTS
-        },
-    }
-    settings = parse(doc, env={})
+    settings = parse(config_doc(db_url, base_url, accounts=ACCOUNTS, quick=False), env={})
     before = await table_writes(db_url)
     store = await Store.open(settings.database)
     try:
@@ -81,17 +69,8 @@ async def run(db_url: str, base_url: str, mode: str) -> dict[str, int]:
 async def main() -> int:
     logs.configure("kv", "warning")
     market = Market.with_default_accounts(offers=1275, orders=300, seed=3)
-    name = await create_db("emag_sync_bench")
+    name = await migrated_db("emag_sync_bench")
     try:
-        await migrate(
-            parse(
-                {
-                    "database": {"url": dsn_for(name)},
-                    "accounts": {"x": {"base_url": "http://x/api-3", "username": "x", "password": "x"}},
-                },
-                env={},
-            ).database
-        )
         async with Sandbox(market, rate_mode="off") as sb:
             first = await run(dsn_for(name), sb.base_url, "full")
             full = await run(dsn_for(name), sb.base_url, "full")

@@ -28,31 +28,18 @@ sys.path.insert(0, str(REPO))
 
 from daemon import logs
 from daemon.config import parse
-from daemon.store import Store, migrate
+from daemon.store import Store
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
 from daemon.sync.run import RunRequest
-from sandbox import DEFAULT_LOGINS, Market, Sandbox
-from sandbox.testbed import create_db, drop_db, dsn_for
+from sandbox import Market, Sandbox
+from sandbox.testbed import config_doc, drop_db, dsn_for, migrated_db
 
 OTHER_PER_S = 3.0
 
 
 async def sync_offers(db_url: str, base_url: str, accounts: list[str], limits: bool) -> tuple[float, list]:
-    doc = {
-        "database": {"url": db_url},
-        "accounts": {
-            name: {
-                "base_url": base_url,
-                "username": DEFAULT_LOGINS[name].username,
-                "password": DEFAULT_LOGINS[name].password,
-                "resources": ["offers"],
-            }
-            for name in accounts
-        },
-    }
-    settings = parse(doc, env={})
-    await migrate(settings.database)
+    settings = parse(config_doc(db_url, base_url, accounts=accounts, resources=["offers"], quick=False), env={})
     store = await Store.open(settings.database)
     try:
         requests = [RunRequest(settings.account(a), "offers", "full", "bench") for a in accounts]
@@ -66,7 +53,7 @@ async def sync_offers(db_url: str, base_url: str, accounts: list[str], limits: b
 
 async def speed(offers: int) -> bool:
     market = Market.with_default_accounts(offers=offers, orders=0, seed=3)
-    name = await create_db("emag_sync_bench")
+    name = await migrated_db("emag_sync_bench")
     try:
         async with Sandbox(market, latency_s=0.25, jitter_s=0.05, rate_mode="sliding") as sb:
             elapsed, results = await sync_offers(dsn_for(name), sb.base_url, ["main", "fbe"], limits=True)
@@ -89,7 +76,7 @@ async def speed(offers: int) -> bool:
 async def child(offers: int) -> None:
     market = Market.with_default_accounts(offers=offers, orders=0, seed=3)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    name = await create_db("emag_sync_bench")
+    name = await migrated_db("emag_sync_bench")
     try:
         async with Sandbox(market, rate_mode="off") as sb:
             # The sandbox's own records live in this process: measure the sync's growth beyond them.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -22,9 +21,9 @@ import pytest
 
 from daemon import logs
 from daemon.config import DatabaseSettings
-from daemon.store import Store, migrate
+from daemon.store import Store
 from sandbox import Market, Sandbox
-from sandbox.testbed import REPO, admin, connection, dsn_for
+from sandbox.testbed import REPO, connection, create_db, drop_db, dsn_for, migrated_db
 from tests.live.box import Box, BoxRefused, refusal
 from tests.live.install import LiveHost, install, python_refusal, save_journal, wheelhouse
 from tests.processes import sandbox_process
@@ -39,30 +38,25 @@ def _reset_logging() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def template_db() -> Iterator[str]:
-    name = f"emag_sync_tpl_{os.getpid()}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}"'))
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    asyncio.run(migrate(DatabaseSettings(url=dsn_for(name))))
+    name = asyncio.run(migrated_db("emag_sync_tpl"))
     yield name
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_db(name))
 
 
 @pytest.fixture
 def db_url(template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test only."""
-    name = f"emag_sync_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
+    name = asyncio.run(create_db("emag_sync_t", template=template_db))
     yield dsn_for(name)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_db(name))
 
 
 @pytest.fixture
 def empty_db_url() -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
-    name = f"emag_sync_e_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    name = asyncio.run(create_db("emag_sync_e"))
     yield dsn_for(name)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_db(name))
 
 
 @pytest.fixture
@@ -135,9 +129,8 @@ def live_host(live_wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -
     """For the module: a fresh database, the sandbox marketplace on the host, a booted box
     with emag-sync installed by deploy_sync_system.sh, both units running. The box's
     journal is kept as journal.txt in the module's pytest temporary directory."""
-    name = f"emag_sync_live_{uuid.uuid4().hex[:12]}"
     tmp = tmp_path_factory.mktemp("live")
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    name = asyncio.run(create_db("emag_sync_live"))
     try:
         with sandbox_process(tmp, "--offers", "1500", "--latency-ms", "100") as base_url:
             box = Box([REPO, live_wheelhouse], log_dir=tmp)
@@ -159,4 +152,4 @@ def live_host(live_wheelhouse: Path, tmp_path_factory: pytest.TempPathFactory) -
                 finally:
                     box.stop()
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_db(name))

@@ -1,11 +1,11 @@
-"""Helpers for end-to-end tests: settings for a sandbox, one sync, and fidelity checks."""
+"""Helpers for end-to-end tests: settings for a sandbox, one sync, and fidelity checks.
+Config documents are sandbox.testbed's (config_doc, write_config), shared with the benchmarks."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -15,66 +15,13 @@ from daemon.store import Store
 from daemon.sync.clients import Clients
 from daemon.sync.pairs import run_many
 from daemon.sync.run import RunRequest, RunResult
-from sandbox import DEFAULT_LOGINS, Market
-from sandbox.query import DEFAULT_ORDER_TYPE
-
-# The sandbox's logins as an operator configures them: order_type only where it is not the default.
-SANDBOX_ACCOUNTS = {
-    name: (login.username, login.password, None if login.order_type == DEFAULT_ORDER_TYPE else login.order_type)
-    for name, login in DEFAULT_LOGINS.items()
-}
-
-
-def config_doc(
-    db_url: str,
-    base_url: str,
-    accounts: Iterable[str] = ("main", "fbe"),
-    sync: dict[str, Any] | None = None,
-    schedule: dict[str, Any] | None = None,
-    extra_accounts: dict[str, tuple[str, str, int | None]] | None = None,
-) -> dict[str, Any]:
-    known = {**SANDBOX_ACCOUNTS, **(extra_accounts or {})}
-    doc: dict[str, Any] = {
-        "database": {"url": db_url},
-        "accounts": {},
-        "sync": {"heartbeat_interval_s": 0.5, "retry_max_total_s": 30.0, "retry_base_delay_s": 0.02, **(sync or {})},
-    }
-    if schedule:
-        doc["schedule"] = schedule
-    for name in accounts:
-        username, password, order_type = known[name]
-        table: dict[str, Any] = {"base_url": base_url, "username": username, "password": password}
-        if order_type is not None:
-            table["order_type"] = order_type
-        doc["accounts"][name] = table
-    return doc
+from sandbox import Market
+from sandbox.testbed import config_doc
+from sandbox.testbed import toml_text as toml_text  # tests/live/install.py imports it from here
 
 
 def make_settings(db_url: str, base_url: str, **kwargs: Any) -> Settings:
     return parse(config_doc(db_url, base_url, **kwargs), env={})
-
-
-def toml_text(doc: dict[str, Any]) -> str:
-    """Enough TOML for our config documents (tables of scalars)."""
-    lines: list[str] = []
-
-    def emit(prefix: str, table: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
-        if prefix:
-            lines.append(f"[{prefix}]")
-        for key, value in scalars.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-        for key, value in table.items():
-            if isinstance(value, dict):
-                emit(f"{prefix}.{key}" if prefix else key, value)
-
-    emit("", doc)
-    return "\n".join(lines) + "\n"
-
-
-def write_config(path: Path, doc: dict[str, Any]) -> Path:
-    path.write_text(toml_text(doc))
-    return path
 
 
 async def sync(

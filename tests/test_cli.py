@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import config_doc, write_config
+from sandbox.testbed import config_doc, write_config
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import config_doc, write_config
+from sandbox.testbed import config_doc, daemons_sharing, numbered_logins, terminate_timed, wait_for_runs, write_config
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
@@ -62,21 +62,14 @@ def test_notify_lifecycle_and_clean_sigterm(db_url: str, tmp_path: Path, notify:
             assert max(b - a for a, b in pairwise(pings)) < WATCHDOG_S, pings
             # an offers run (20 pages at 3 req/s, 150 ms latency) is in flight with at least 6 pages
             # (2 s) still to go, so the 0.5 s drain grace cannot let it finish: stop now
-            wait_until(
-                lambda: query(
-                    db_url,
-                    "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                    "AND resource = 'offers' AND pages_done >= 1 "
-                    "AND pages_total - pages_done >= 6",
-                ),
+            wait_for_runs(
+                db_url,
+                "status = 'running' AND resource = 'offers' AND pages_done >= 1 AND pages_total - pages_done >= 6",
                 30,
                 "an offers run in flight",
                 interval_s=0.05,
             )
-            began = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(10) == 0
-            assert time.monotonic() - began < 10
+            assert terminate_timed([proc], 10)[0] == [0]
         finally:
             stop(proc)
         notify.wait_for("STOPPING", "1")
@@ -102,10 +95,8 @@ def test_database_unreachable_at_start_is_ready_and_waits_without_crashing(
         assert proc.poll() is None  # still alive, retrying with backoff...
         # ...and the watchdog knows it is alive while waiting
         wait_until(lambda: len(notify.fields("WATCHDOG")) >= 2, 10 * WATCHDOG_S, "two watchdog pings")
-        began = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(10) == 0
-        assert time.monotonic() - began < 5
+        codes, took = terminate_timed([proc], 10)
+        assert codes == [0] and took < 5
     finally:
         stop(proc)
 
@@ -152,30 +143,23 @@ def test_sighup_adds_an_account_without_dropping_a_run(db_url: str, tmp_path: Pa
 
 
 def test_three_daemons_six_accounts_never_overlap(db_url: str, tmp_path: Path) -> None:
-    names = [f"s{i}" for i in range(1, 7)]
-    account_args = [a for n in names for a in ("--account", f"{n}:{n}@sandbox.test:pw-{n}:3")]
-    with sandbox_process(tmp_path, "--offers", "250", "--orders", "60", "--latency-ms", "20", *account_args) as url:
-        extra = {n: (f"{n}@sandbox.test", f"pw-{n}", None) for n in names}
-        doc = config_doc(db_url, url, accounts=names, extra_accounts=extra, schedule=FAST_SCHEDULE)
-        config = write_config(tmp_path / "c.toml", doc)
-        procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
-        try:
-            wait_until(
-                lambda: (
-                    len(
-                        query(
-                            db_url,
-                            "SELECT DISTINCT account, resource FROM emag_sync.sync_runs WHERE status = 'completed'",
-                        )
+    sandbox_args = ("--offers", "250", "--orders", "60", "--latency-ms", "20")
+    with daemons_sharing(tmp_path, db_url, numbered_logins(6), 3, sandbox_args, schedule=FAST_SCHEDULE) as (_, procs):
+        wait_until(
+            lambda: (
+                len(
+                    query(
+                        db_url,
+                        "SELECT DISTINCT account, resource FROM emag_sync.sync_runs WHERE status = 'completed'",
                     )
-                    == 12
-                ),
-                90,
-                "every pair completed",
-            )
-            time.sleep(4)  # several more cycles with all three competing
-        finally:
-            codes = [stop(p) for p in procs]
+                )
+                == 12
+            ),
+            90,
+            "every pair completed",
+        )
+        time.sleep(4)  # several more cycles with all three competing
+        codes = [stop(p) for p in procs]
     assert codes == [0, 0, 0]
     runs = query(
         db_url,

@@ -3,7 +3,6 @@ the runs the outage interrupted once the database is back, and always stops in t
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -11,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.testbed import REPO
-from tests.harness import config_doc, write_config
+from sandbox.testbed import (
+    REPO,
+    config_doc,
+    daemons_sharing,
+    numbered_logins,
+    terminate_timed,
+    wait_for_runs,
+    write_config,
+)
 from tests.notify_socket import NotifySocket
 from tests.pgproxy import PgProxy
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
@@ -22,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 GRACE_S = 0.5
 SCHEDULE = {"offers_interval_s": 2.0, "orders_interval_s": 1.0, "jitter_s": 0.3, "shutdown_grace_s": GRACE_S}
+OFFERS_IN_FLIGHT = "status = 'running' AND resource = 'offers' AND pages_done >= 1"
 
 
 def _running(db_url: str) -> list[dict]:
@@ -45,11 +52,7 @@ def test_a_database_restart_mid_run_closes_the_interrupted_rows_and_stops_in_tim
         config = write_config(tmp_path / "c.toml", config_doc(proxy.dsn, base_url, schedule=SCHEDULE))
         proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path)}, log=tmp_path / "d.log")
         try:
-            wait_until(
-                lambda: any(r["resource"] == "offers" and r["pages_done"] >= 1 for r in _running(db_url)),
-                40,
-                "an offers run in flight",
-            )
+            wait_for_runs(db_url, OFFERS_IN_FLIGHT, 40, "an offers run in flight")
             interrupted = {r["id"] for r in _running(db_url)}
             proxy.cut()  # PostgreSQL goes down: every connection dropped, new ones refused
             time.sleep(3)
@@ -63,10 +66,7 @@ def test_a_database_restart_mid_run_closes_the_interrupted_rows_and_stops_in_tim
             assert {r["status"] for r in closed} == {"failed"}
             assert all("database" in r["error"] for r in closed), closed
             assert proc.poll() is None  # it lived on
-            began = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(GRACE_S + 5)
-            took = time.monotonic() - began
+            (code,), took = terminate_timed([proc], GRACE_S + 5)
         finally:
             stop(proc)
             notify.close()
@@ -83,17 +83,10 @@ def test_a_stop_while_the_database_stops_answering_exits_in_time(db_url: str, tm
         config = write_config(tmp_path / "c.toml", config_doc(proxy.dsn, base_url, schedule=SCHEDULE))
         proc = start_emag_sync(config, "run", log=tmp_path / "d.log")
         try:
-            wait_until(
-                lambda: any(r["resource"] == "offers" and r["pages_done"] >= 1 for r in _running(db_url)),
-                40,
-                "an offers run in flight",
-            )
+            wait_for_runs(db_url, OFFERS_IN_FLIGHT, 40, "an offers run in flight")
             proxy.freeze()  # a network partition: every statement and every close hangs, no error
             time.sleep(0.5)
-            began = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            code = proc.wait(GRACE_S + 5)
-            took = time.monotonic() - began
+            (code,), took = terminate_timed([proc], GRACE_S + 5)
         finally:
             stop(proc)
     print(f"stop with a frozen database: exit {code} in {took:.1f} s")
@@ -101,26 +94,13 @@ def test_a_stop_while_the_database_stops_answering_exits_in_time(db_url: str, tm
 
 
 def test_three_daemons_sharing_twenty_accounts_all_stop_in_time(db_url: str, tmp_path: Path) -> None:
-    names = [f"s{i}" for i in range(1, 21)]
-    accounts = [a for n in names for a in ("--account", f"{n}:{n}@sandbox.test:pw-{n}:3")]
+    logins = numbered_logins(20)
     grace_s = 5.0
     schedule = {"offers_interval_s": 5.0, "orders_interval_s": 5.0, "jitter_s": 1.0, "shutdown_grace_s": grace_s}
-    with sandbox_process(tmp_path, "--offers", "600", "--orders", "60", "--latency-ms", "60", *accounts) as url:
-        extra = {n: (f"{n}@sandbox.test", f"pw-{n}", None) for n in names}
-        config = write_config(
-            tmp_path / "c.toml", config_doc(db_url, url, accounts=names, extra_accounts=extra, schedule=schedule)
-        )
-        procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
-        try:
-            wait_until(lambda: len(_running(db_url)) >= 20, 60, "twenty runs in flight")
-            began = time.monotonic()
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            codes = [proc.wait(max(0.1, grace_s + 5 - (time.monotonic() - began))) for proc in procs]
-            took = time.monotonic() - began
-        finally:
-            for proc in procs:
-                stop(proc)
+    sandbox_args = ("--offers", "600", "--orders", "60", "--latency-ms", "60")
+    with daemons_sharing(tmp_path, db_url, logins, 3, sandbox_args, schedule=schedule) as (_, procs):
+        wait_for_runs(db_url, "status = 'running'", 60, "twenty runs in flight", count=20)
+        codes, took = terminate_timed(procs, grace_s + 5)
     print(f"three daemons stopped in {took:.1f} s")
     assert codes == [0, 0, 0] and took < grace_s + 5
     assert not _running(db_url)

@@ -26,8 +26,7 @@ from monitor.http import MonitorContext
 from monitor.recovery_loop import run_pass
 from monitor.service import MonitorService
 from monitor.state import MonitorState
-from sandbox.testbed import connection
-from tests.harness import toml_text
+from sandbox.testbed import connection, toml_text
 from tests.history import SCHEMA, insert_run, seed, settings_for
 from tests.notify_socket import NotifySocket
 from tests.scrape import get, monitor_http

@@ -5,26 +5,19 @@ restart) starts where that budget stands, so the sandbox, counting the strictest
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from daemon.store import Budget, Progress, Store
-from tests.harness import config_doc, write_config
+from sandbox.testbed import config_doc, daemons_sharing, numbered_logins, throttled, wait_for_runs, write_config
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
 pytestmark = pytest.mark.slow
 
-
-def throttled(base_url: str, account: str) -> int:
-    """HTTP 429 answers the sandbox gave this login so far."""
-    control = base_url.rsplit("/api-3", 1)[0] + f"/_sandbox/accounts/{account}/stats"
-    with urllib.request.urlopen(control, timeout=5) as response:
-        return json.loads(response.read())["throttled"]
+IN_FULL_SWING = "status = 'running' AND resource = 'offers' AND pages_done >= 3"
 
 
 async def test_the_next_run_takes_over_the_budget_the_last_one_handed_back(store: Store) -> None:
@@ -49,74 +42,46 @@ def test_a_restarted_daemon_goes_on_from_its_previous_lifes_budget(db_url: str, 
     schedule = {"offers_interval_s": 30.0, "orders_interval_s": 30.0, "jitter_s": 0.1, "shutdown_grace_s": 0.2}
     with sandbox_process(tmp_path, "--offers", "3000", "--orders", "20", "--latency-ms", "20") as base_url:
         config = write_config(tmp_path / "c.toml", config_doc(db_url, base_url, accounts=("main",), schedule=schedule))
-        for life in range(3):
+        for life in range(4):  # the first life and three restarts, each stopped mid-scan
             proc = start_emag_sync(config, "run", log=tmp_path / f"d{life}.log")
             try:
-                wait_until(
-                    lambda: query(
-                        db_url,
-                        "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                        "AND resource = 'offers' AND pages_done >= 3",
-                    ),
-                    30,
-                    "an offers scan in full swing",
-                )
+                wait_for_runs(db_url, IN_FULL_SWING, 30, f"an offers scan in full swing (life {life})")
             finally:
                 assert stop(proc, signal.SIGTERM) == 0
-        proc = start_emag_sync(config, "run", log=tmp_path / "d3.log")
-        try:
-            wait_until(
-                lambda: query(
-                    db_url,
-                    "SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running' "
-                    "AND resource = 'offers' AND pages_done >= 3",
-                ),
-                30,
-                "the last life",
-            )
-        finally:
-            assert stop(proc) == 0
-        count = throttled(base_url, "main")
+        count = throttled(base_url, ["main"])
     runs = query(db_url, "SELECT status FROM emag_sync.sync_runs WHERE resource = 'offers' ORDER BY id")
     print(f"restart x 3 mid-scan: {len(runs)} offers runs, 429s {count}")
     assert len(runs) >= 4 and count == 0
 
 
 def test_three_daemons_sharing_twenty_logins_get_no_429(db_url: str, tmp_path: Path) -> None:
-    names = [f"s{i}" for i in range(1, 21)]
-    accounts = [a for n in names for a in ("--account", f"{n}:{n}@sandbox.test:pw-{n}:3")]
+    logins = numbered_logins(20)
     schedule = {"offers_interval_s": 5.0, "orders_interval_s": 5.0, "jitter_s": 1.0, "shutdown_grace_s": 1.0}
-    with sandbox_process(tmp_path, "--offers", "400", "--orders", "120", "--latency-ms", "60", *accounts) as url:
-        extra = {n: (f"{n}@sandbox.test", f"pw-{n}", None) for n in names}
-        config = write_config(
-            tmp_path / "c.toml", config_doc(db_url, url, accounts=names, extra_accounts=extra, schedule=schedule)
+    sandbox_args = ("--offers", "400", "--orders", "120", "--latency-ms", "60")
+    with daemons_sharing(tmp_path, db_url, logins, 3, sandbox_args, schedule=schedule) as (url, procs):
+        began = time.monotonic()
+        # every pair has run at least three times, handed from process to process
+        wait_until(
+            lambda: (
+                query(
+                    db_url,
+                    "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
+                    "WHERE status = 'completed' GROUP BY account, resource) c "
+                    "HAVING count(*) = 40",
+                )[0:1]
+                and query(
+                    db_url,
+                    "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
+                    "WHERE status = 'completed' GROUP BY account, resource) c",
+                )[0]["n"]
+                >= 3
+            ),
+            120,
+            "three completed runs of every pair",
         )
-        procs = [start_emag_sync(config, "run", log=tmp_path / f"d{i}.log") for i in range(3)]
-        try:
-            began = time.monotonic()
-            # every pair has run at least three times, handed from process to process
-            wait_until(
-                lambda: (
-                    query(
-                        db_url,
-                        "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
-                        "WHERE status = 'completed' GROUP BY account, resource) c "
-                        "HAVING count(*) = 40",
-                    )[0:1]
-                    and query(
-                        db_url,
-                        "SELECT min(n) AS n FROM (SELECT count(*) AS n FROM emag_sync.sync_runs "
-                        "WHERE status = 'completed' GROUP BY account, resource) c",
-                    )[0]["n"]
-                    >= 3
-                ),
-                120,
-                "three completed runs of every pair",
-            )
-            took = time.monotonic() - began
-        finally:
-            codes = [stop(proc) for proc in procs]
-        counts = {name: throttled(url, name) for name in names}
+        took = time.monotonic() - began
+        codes = [stop(proc) for proc in procs]
+        counts = {name: throttled(url, [name]) for name in logins}
     runs = query(db_url, "SELECT count(*) AS n, count(DISTINCT pid) AS pids FROM emag_sync.sync_runs")[0]
     print(
         f"3 daemons x 20 logins for {took:.0f} s: {runs['n']} runs from {runs['pids']} processes, "

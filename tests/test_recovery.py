@@ -16,8 +16,7 @@ from daemon import cli as daemon_cli
 from daemon.report import status_text
 from daemon.store import Store, lock_key
 from daemon.store.recovery import fail_if_stuck, recover_stuck, recovery_pass, running_runs, trim_history
-from sandbox.testbed import connection, query
-from tests.harness import toml_text
+from sandbox.testbed import connection, query, toml_text
 from tests.history import SCHEMA, insert_run
 
 BY = f"emag-sync-monitor {socket.gethostname()}:4242"

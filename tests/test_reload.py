@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.testbed import REPO
-from tests.harness import config_doc, toml_text, write_config
+from sandbox.testbed import REPO, config_doc, toml_text, write_config
 from tests.processes import stop, wait_until
 
 

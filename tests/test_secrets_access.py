@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import DEFAULT_LOGINS
-from sandbox.testbed import REPO
-from tests.harness import config_doc, write_config
+from sandbox.testbed import REPO, config_doc, write_config
 
 NOBODY = 65534
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -15,8 +14,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from sandbox.testbed import REPO, connection
-from tests.harness import config_doc, write_config
+from sandbox.testbed import (
+    REPO,
+    config_doc,
+    connection,
+    press_sync_now,
+    served_after,
+    sync_now,
+    wait_for_runs,
+    write_config,
+)
 from tests.notify_socket import NotifySocket
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
@@ -99,48 +106,13 @@ def test_the_daemon_starts_a_requested_pair_at_once_and_presses_coalesce(db_url:
         proc = start_emag_sync(config, "run", env={"NOTIFY_SOCKET": str(notify.path)}, log=tmp_path / "d.log")
         try:
             # the first scheduled runs (intervals of an hour: no other run comes meanwhile)
-            wait_until(
-                lambda: (
-                    query(db_url, "SELECT count(*) AS n FROM emag_sync.sync_runs WHERE status = 'completed'")[0]["n"]
-                    == 2
-                ),
-                40,
-                "the first two runs",
-            )
+            wait_for_runs(db_url, "status = 'completed'", 40, "the first two runs", count=2)
             # one press: the idle pair starts within a second
             latencies = []
             for _ in range(3):
-                (request,) = query(db_url, "SELECT emag_sync.request_sync('main', 'orders') AS id")
-                served = wait_until(
-                    lambda request=request: query(
-                        db_url,
-                        "SELECT extract(epoch FROM r.started_at - q.requested_at)::float8 AS s, r.id, r.status "
-                        "FROM emag_sync.sync_requests q JOIN emag_sync.sync_runs r ON r.id = q.run_id "
-                        "WHERE q.id = $1 AND r.status <> 'running'",
-                        request["id"],
-                    ),
-                    10,
-                    "the request served",
-                )
-                latencies.append(served[0]["s"])
+                latencies.append(served_after(db_url, sync_now(db_url, "main", "orders"), ended=True))
             # ten presses in a second: at most two runs serve them all
-            before = query(db_url, "SELECT max(id) AS id FROM emag_sync.sync_runs")[0]["id"]
-            for _ in range(10):
-                query(db_url, "SELECT emag_sync.request_sync('main', 'orders')")
-                time.sleep(0.1)
-            wait_until(
-                lambda: (
-                    not query(
-                        db_url,
-                        "SELECT 1 FROM emag_sync.sync_requests WHERE served_at IS NULL "
-                        "UNION ALL SELECT 1 FROM emag_sync.sync_runs WHERE status = 'running'",
-                    )
-                ),
-                20,
-                "every request served",
-            )
-            time.sleep(1.5)  # nothing more comes of them
-            runs = query(db_url, "SELECT trigger, status FROM emag_sync.sync_runs WHERE id > $1", before)
+            runs = press_sync_now(db_url, "main", "orders", 10, timeout_s=20, settle_s=1.5)
             # history and the STATUS= line say so too
             history = emag_sync(config, "history", "--limit", "3").stdout
         finally:

@@ -26,7 +26,7 @@ from daemon.settings import WebhookSettings
 from daemon.store import Progress, Store
 from daemon.store.recovery import recover_stuck
 from daemon.webhooks import BATCH, PARALLEL, WebhookSender
-from tests.harness import config_doc, write_config
+from sandbox.testbed import config_doc, write_config
 from tests.processes import query, sandbox_process, start_emag_sync, stop, wait_until
 
 SECRET = "s3cret-hook"
