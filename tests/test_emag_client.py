@@ -7,13 +7,10 @@ without a server are injected by patching `ClientSession.post`.)
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import random
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -39,12 +36,12 @@ from daemon.emag import (
     RateLimiter,
     RetryPolicy,
 )
+from tests.scripted_api import Reply, Script, ok, serve
 
 USER, PASSWORD = "seller@example.com", "s3cr3t-P4ss:word"
 TOKEN = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 SECRETS = (PASSWORD, TOKEN)
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.005, max_total_s=10.0)
-OK_EMPTY = b'{"isError":false,"messages":[],"results":[]}'
 THROTTLED = b'{"message":"API rate limit exceeded"}'
 
 
@@ -79,47 +76,6 @@ def assert_clean(error: BaseException) -> None:
     for text in (str(error), repr(error)):
         assert "\n" not in text
         assert not any(secret in text for secret in SECRETS)
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int = 200
-    body: bytes = OK_EMPTY
-    headers: dict[str, str] = field(default_factory=dict)
-    reset: bool = False  # drop the connection without an answer
-
-
-def ok(results: Any) -> Reply:
-    return Reply(body=json.dumps({"isError": False, "messages": [], "results": results}).encode())
-
-
-class Script:
-    """Answers each request with the next reply; the last one repeats. Records what came in."""
-
-    def __init__(self) -> None:
-        self.replies: deque[Reply] = deque()
-        self.paths: list[str] = []
-        self.bodies: list[Any] = []
-        self.auth: list[str] = []
-        self.base = ""
-
-    def then(self, *replies: Reply) -> Script:
-        self.replies.extend(replies)
-        return self
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.paths.append(request.match_info["tail"])
-        self.auth.append(request.headers.get("Authorization", ""))
-        self.bodies.append(await request.json())
-        reply = self.replies.popleft() if len(self.replies) > 1 else self.replies[0]
-        if reply.reset:
-            request.protocol.force_close()
-            if request.transport is not None:
-                request.transport.abort()
-            raise asyncio.CancelledError
-        return web.Response(
-            status=reply.status, body=reply.body, headers=reply.headers, content_type="application/json"
-        )
 
 
 @pytest_asyncio.fixture
@@ -345,25 +301,6 @@ async def test_calls_outside_the_context_are_refused() -> None:
 
 
 # --- a real socket that hangs ------------------------------------------------------
-
-
-class serve:
-    """`async with serve(handler) as base_url:` a tiny aiohttp server on 127.0.0.1, port 0."""
-
-    def __init__(self, handler: Any) -> None:
-        self.app = web.Application()
-        self.app.router.add_post("/api-3/{tail:.*}", handler)
-        self.runner = web.AppRunner(self.app, shutdown_timeout=0.5)
-
-    async def __aenter__(self) -> str:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return f"http://127.0.0.1:{port}/api-3"
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.runner.cleanup()
 
 
 async def _until_released(release: anyio.Event) -> None:
