@@ -11,7 +11,7 @@ Usage: deploy_sync_system.sh [OPTIONS]
   (no mode)          install or upgrade (idempotent): user, venv, /etc/emag-sync, units, start
   --rollback         point /opt/emag-sync/venv back at the previous venv and restart
   --uninstall        remove units and venvs; keep /etc/emag-sync and the database
-  --purge            with --uninstall: also remove /etc/emag-sync (secrets) and the user;
+  --purge            with --uninstall: also remove /etc/emag-sync (secrets), the user and its group;
                      the database is never dropped
   --dry-run          print every step ("+ command") and change nothing
   --root DIR         install under DIR (DIR/opt/emag-sync, DIR/etc/...); no useradd, chown,
